@@ -1,0 +1,37 @@
+"""The Prefect flow: the pipeline's stages as Prefect tasks, in DAG order, over the one library implementation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from loraops.config import Params, load_params
+from loraops.project import Layout
+from loraops.steps import PIPELINE, preflight, run_stage
+
+
+@task(cache_policy=NONE)
+def stage_task(name: str, params: Params, root: str) -> dict:
+    get_run_logger().info("starting stage %s", name)
+    return run_stage(name, params, Layout(Path(root)))
+
+
+@flow(name="loraops-pipeline", log_prints=True)
+def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
+    """Run every stage of the DAG in order; the first failure stops the flow (nothing after it runs)."""
+    layout = Layout(Path(root).resolve())
+    params = load_params(layout.params_file, overrides or [])
+    preflight(params, layout)
+    results = {}
+    for name in PIPELINE:
+        results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, str(layout.root))
+    registered = results["register"]
+    create_markdown_artifact(
+        key="loraops-run", description="loraops pipeline result",
+        markdown=(f"# loraops run\n\nRegistered **{registered['model_name']}** version {registered['version']} "
+                  f"(MLflow run `{registered['run_id']}`).\n\n| model | accuracy |\n|---|---|\n"
+                  + "".join(f"| {m} | {s['accuracy']:.3f} |\n" for m, s in results["evaluate"]["models"].items())))
+    return results

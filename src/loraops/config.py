@@ -1,0 +1,194 @@
+"""The one typed configuration of a loraops project, loaded from ``params.yaml``.
+
+Groups follow the pipeline stages so that DVC can track each stage's params on their own
+(``dvc.yaml`` lists ``params: [train]`` for the train stage, and so on). Unknown keys are
+errors: a misspelled key silently falling back to a default is how experiments go wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loraops.errors import ConfigError
+
+BUILTIN_BASE_MODEL = "smollm2-135m-instruct"
+TARGET_MODULE_SETS = ("attention", "mlp", "all-linear")
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectParams(_Group):
+    name: str = "loraops-demo"
+    seed: int = 42
+
+
+class ModelParams(_Group):
+    # The built-in name, a local directory (config.json + safetensors) or a Hugging Face hub id.
+    base: str = BUILTIN_BASE_MODEL
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DemoDataParams(_Group):
+    train_per_intent: int = Field(30, ge=1)
+    test_per_intent: int = Field(8, ge=1)
+
+
+class DataParams(_Group):
+    source: Literal["demo", "jsonl", "csv", "parquet", "clinc150"] = "demo"
+    path: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    # Optional column holding 'train'/'val'/'test'; without it prepare splits by fraction.
+    split_column: str | None = None
+    clinc150_domains: list[str] = Field(default_factory=list)
+    demo: DemoDataParams = DemoDataParams()
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> "DataParams":
+        if self.source == "demo" and self.path is not None:
+            raise ValueError("data.path must be empty when data.source is 'demo'")
+        if self.source != "demo" and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.clinc150_domains and self.source != "clinc150":
+            raise ValueError("data.clinc150_domains only applies to data.source 'clinc150'")
+        return self
+
+
+class PrepareParams(_Group):
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    # Used only when the raw data carries no test split of its own.
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    system_prompt: str = "You are a customer-support assistant that labels each request with its intent."
+    # Listing the label set in the prompt lets the base model answer zero-shot; long label sets
+    # (CLINC150's 150 intents) may turn it off to keep prompts short.
+    list_labels_in_prompt: bool = True
+    max_length: int = Field(256, ge=16)
+
+
+class LoraParams(_Group):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # A named set (attention, mlp, all-linear) or an explicit list of module names.
+    target_modules: str | list[str] = "all-linear"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_set(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and value not in TARGET_MODULE_SETS:
+            raise ValueError(f"unknown target module set {value!r}; use one of {TARGET_MODULE_SETS} or a list")
+        return value
+
+
+class TrainParams(_Group):
+    method: Literal["qlora", "lora"] = "qlora"
+    max_steps: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(4, ge=0)
+    logging_steps: int = Field(5, ge=1)
+    lora: LoraParams = LoraParams()
+
+
+class EvalParams(_Group):
+    batch_size: int = Field(16, ge=1)
+    max_items: int | None = Field(None, ge=1)
+    # Evaluate the base model through the same evaluator, for an honest before/after.
+    compare_base: bool = True
+
+
+class RegistryParams(_Group):
+    experiment: str = "loraops"
+    model_name: str = "loraops-demo-intent"
+
+
+class Params(_Group):
+    project: ProjectParams = ProjectParams()
+    model: ModelParams = ModelParams()
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    registry: RegistryParams = RegistryParams()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (the syntax of ``dvc exp run -S``); values parse as YAML."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a group")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return raw
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    location = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        parent = Params
+        for part in error["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            parent = field.annotation if field else None
+        known = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})"
+        return f"{source}: unknown key {location!r}{suggestion}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{source}: {location or 'file'}: {message}"
+
+
+def parse_params(raw: Any, source: str) -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of stage groups at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e, source) for e in exc.errors())) from None
+
+
+def load_params(path: Path, overrides: list[str] | None = None) -> Params:
+    """Read, override and validate ``params.yaml``; every problem names the key and the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    if overrides:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of stage groups at the top level")
+        raw = apply_overrides(raw, overrides)
+    return parse_params(raw, str(path))
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """``{'train.lora.r': 8, ...}`` for logging as MLflow params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            out[prefix] = value
+
+    walk("", params.model_dump())
+    return out

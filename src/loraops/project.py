@@ -1,0 +1,119 @@
+"""Where a project's stage outputs live, and how they are written without leaving half a file.
+
+Every path is relative to the project root (the folder holding ``params.yaml``), so the same layout
+serves ``dvc.yaml``, the Prefect flow and tests that copy a project into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def params_file(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def base_model_dir(self) -> Path:
+        return self.root / "models" / "base"
+
+    @property
+    def raw_data(self) -> Path:
+        return self.root / "data" / "raw" / "dataset.jsonl"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.root / "models" / "adapter"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "metrics" / "train.json"
+
+    @property
+    def train_curve(self) -> Path:
+        return self.root / "plots" / "train_loss.csv"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.root / "metrics" / "eval.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "data" / "eval" / "predictions.jsonl"
+
+    @property
+    def registration(self) -> Path:
+        return self.root / "metrics" / "registration.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Downloads kept between runs (the base model's wheel); never a pipeline output."""
+        return self.root / ".loraops"
+
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.root / "mlartifacts"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder that replaces ``target`` only if the block succeeds.
+
+    A crash or error leaves the previous ``target`` (or nothing) in place, never a partial one.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(target: Path, payload: Any) -> None:
+    atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl(target: Path, rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,48 @@
+"""Serving an adapter through MLflow: a pyfunc that loads the adapter onto the local base model.
+
+``mlflow.transformers`` would save full weights and, with PEFT on a local base, reload LoRA-targeted
+base weights reinitialised; so the registered model holds only the adapter folder and references the
+base model directory through ``model_config``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from loraops.config import PrepareParams
+from loraops.project import read_json
+
+PROMPT_FILE = "loraops_prompt.json"
+
+
+def prompt_spec(labels: list[str], params: PrepareParams) -> dict[str, Any]:
+    """What serving needs to render a request exactly as training did."""
+    return {"labels": labels, "prepare": params.model_dump()}
+
+
+class AdapterModel(mlflow.pyfunc.PythonModel):
+    """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
+
+    def load_context(self, context: Any) -> None:
+        from loraops.modeling import load_for_inference
+
+        adapter = Path(context.artifacts["adapter"])
+        self.model, self.tokenizer = load_for_inference(Path(context.model_config["base_model_dir"]), adapter)
+        spec = read_json(adapter / PROMPT_FILE)
+        self.labels = spec["labels"]
+        self.prepare = PrepareParams(**spec["prepare"])
+        self.batch_size = int(context.model_config.get("batch_size", 16))
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[str]:
+        from loraops.evaluation import generate_answers, normalise_answer
+        from loraops.prepare import render_row
+
+        texts = list(model_input["text"]) if hasattr(model_input, "columns") else list(model_input)
+        rows = [render_row({"text": t, "label": ""}, self.labels, self.tokenizer, self.prepare) for t in texts]
+        longest = max(len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels)
+        answers = generate_answers(self.model, self.tokenizer, [r["prompt"] for r in rows], self.batch_size,
+                                   max_new_tokens=longest + 2)
+        return [normalise_answer(a) for a in answers]

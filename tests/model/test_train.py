@@ -1,0 +1,62 @@
+"""Training on the tiny model through the real transformers / PEFT / bitsandbytes code paths."""
+
+import pytest
+
+from loraops.config import LoraParams, PrepareParams, TrainParams
+from loraops.data.demo import generate_demo_dataset
+from loraops.modeling import load_tokenizer
+from loraops.prepare import prepare
+from loraops.train import IGNORE, CompletionCollator, encode_example, train
+
+
+@pytest.fixture(scope="module")
+def splits(tiny_base):
+    rows = generate_demo_dataset(seed=1, train_per_intent=6, test_per_intent=2)
+    rendered, _, _ = prepare(rows, load_tokenizer(tiny_base), PrepareParams(max_length=384), seed=1)
+    return rendered
+
+
+def test_prompt_tokens_are_masked_and_answer_kept(tiny_base):
+    tokenizer = load_tokenizer(tiny_base)
+    example = encode_example(tokenizer, "a long prompt " * 10, "cancel_order<|im_end|>", max_length=12)
+    answer = tokenizer("cancel_order<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert len(example["input_ids"]) == 12
+    assert example["input_ids"][-len(answer):] == answer  # truncation cut the prompt, not the answer
+    assert example["labels"][-len(answer):] == answer
+    assert set(example["labels"][:-len(answer)]) == {IGNORE}
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_example(tokenizer, "p", "x " * 40, max_length=4)
+
+
+def test_collator_pads_right_and_masks_padding():
+    batch = CompletionCollator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},
+                                               {"input_ids": [8], "labels": [8]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_qlora_quantises_base_trains_only_lora_and_lowers_loss(tiny_base, splits, tmp_path):
+    import bitsandbytes as bnb
+
+    params = TrainParams(max_steps=12, batch_size=4, learning_rate=1e-2, warmup_steps=0, logging_steps=1)
+    model, metrics, curve = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=4, alpha=8))
+    quantised = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert quantised, "QLoRA base layers must be 4-bit"
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    assert 0 < metrics["trainable_share"] < 0.2 and metrics["steps"] == 12
+    assert len(curve) == 12
+    first, last = curve[0]["train_loss"], sum(r["train_loss"] for r in curve[-3:]) / 3
+    assert last < first - 0.2, (first, last)  # from ~ln(vocab) on a random model
+
+
+def test_lora_none_is_full_fine_tuning_through_the_same_code(tiny_base, splits, tmp_path):
+    params = TrainParams(max_steps=2, batch_size=4, warmup_steps=0, logging_steps=1)
+    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, None)
+    assert metrics["method"] == "full" and metrics["trainable_share"] == 1.0
+
+
+def test_same_seed_gives_the_same_loss(tiny_base, splits, tmp_path):
+    params = TrainParams(method="lora", max_steps=3, batch_size=4, warmup_steps=0, logging_steps=1)
+    runs = [train(tiny_base, splits, params, 5, 384, tmp_path / str(i), LoraParams(r=2, alpha=4))[2] for i in range(2)]
+    assert runs[0] == runs[1]
