@@ -89,7 +89,9 @@ def _load_reference(params: ModelParams, kind: str, root: Path, cache_dir: Path)
         if params.revision:
             kwargs["revision"] = params.revision
         source = str(root / params.base) if kind == "local" else params.base
-        info = {"id": params.base, "revision": params.revision, "licence": None}
+        # A local folder is named by its folder name: its absolute path would tie outputs to one machine.
+        info = {"id": params.base if kind == "hub" else f"local:{Path(params.base).name}",
+                "revision": params.revision, "licence": None}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -23,6 +23,18 @@ def prompt_spec(labels: list[str], params: PrepareParams) -> dict[str, Any]:
     return {"labels": labels, "prepare": params.model_dump()}
 
 
+def request_texts(model_input: Any) -> list[str]:
+    """Accept a DataFrame or dict with a ``text`` column, a list of strings, or one string."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if hasattr(model_input, "columns") or isinstance(model_input, dict):
+        if "text" not in model_input:
+            raise ValueError("input needs a 'text' column")
+        column = model_input["text"]
+        return [column] if isinstance(column, str) else [str(t) for t in column]
+    return [str(t) for t in model_input]
+
+
 class AdapterModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
 
@@ -36,11 +48,11 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         self.prepare = PrepareParams(**spec["prepare"])
         self.batch_size = int(context.model_config.get("batch_size", 16))
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[str]:
+    def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
         from loraops.evaluation import generate_answers, normalise_answer
         from loraops.prepare import render_row
 
-        texts = list(model_input["text"]) if hasattr(model_input, "columns") else list(model_input)
+        texts = request_texts(model_input)
         rows = [render_row({"text": t, "label": ""}, self.labels, self.tokenizer, self.prepare) for t in texts]
         longest = max(len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels)
         answers = generate_answers(self.model, self.tokenizer, [r["prompt"] for r in rows], self.batch_size,

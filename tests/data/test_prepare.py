@@ -44,13 +44,15 @@ def test_mixed_split_and_no_split_is_an_error():
 
 def test_rendered_rows_use_the_chat_template_and_end_answers_with_eos(tiny_base):
     tokenizer = load_tokenizer(tiny_base)
-    splits, labels, summary = prepare(unsplit(), tokenizer, PrepareParams(), 0)
+    splits, labels, summary = prepare(unsplit(), tokenizer, PrepareParams(list_labels_in_prompt=True), 0)
     row = splits["train"][0]
     assert labels == ["a", "b", "c"]
     assert row["prompt"].startswith("<|im_start|>system\n") and row["prompt"].endswith("<|im_start|>assistant\n")
     assert f"Request: {row['text']}" in row["prompt"] and "Intents: a, b, c" in row["prompt"]
     assert row["completion"] == row["label"] + tokenizer.eos_token
     assert summary["train"]["rows"] == len(splits["train"])
+    unlisted, _, _ = prepare(unsplit(), tokenizer, PrepareParams(list_labels_in_prompt=False), 0)
+    assert "Intents:" not in unlisted["train"][0]["prompt"]
 
 
 def test_examples_longer_than_max_length_fail_instead_of_being_cut(tiny_base):
