@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -19,6 +21,22 @@ def stage_task(name: str, params: Params, root: str) -> dict:
     return run_stage(name, params, Layout(Path(root)))
 
 
+@task(cache_policy=NONE)
+def record_in_dvc_lock(root: str) -> bool:
+    """Record the run's outputs in dvc.lock (and the DVC cache), so a following `dvc repro` has nothing to do.
+
+    Only valid when the run used params.yaml as it is on disk; the caller skips it for -S overrides.
+    """
+    if not (Path(root) / "dvc.yaml").is_file() or not (Path(root) / ".dvc").is_dir():
+        get_run_logger().info("not a DVC project: outputs are not recorded in dvc.lock")
+        return False
+    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], cwd=root,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"dvc commit failed: {result.stderr.strip()[-500:]}")
+    return True
+
+
 @flow(name="loraops-pipeline", log_prints=True)
 def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     """Run every stage of the DAG in order; the first failure stops the flow (nothing after it runs)."""
@@ -28,6 +46,10 @@ def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     results = {}
     for name in PIPELINE:
         results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, str(layout.root))
+    if overrides:
+        get_run_logger().info("params overridden with -S: dvc.lock left as it is (it describes params.yaml)")
+    else:
+        record_in_dvc_lock(str(layout.root))
     registered = results["register"]
     create_markdown_artifact(
         key="loraops-run", description="loraops pipeline result",

@@ -2,30 +2,45 @@
 
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import pytest
 
-from conftest import loraops_cmd
+from conftest import copy_repo, loraops_cmd, write_params
 from loraops.project import Layout
 from loraops.steps import PIPELINE
 
 pytestmark = pytest.mark.integration
 
 
-def test_loraops_run_completes_the_dag_and_registers(tiny_project):
-    result = subprocess.run(loraops_cmd() + ["run", "-S", "train.max_steps=3"], cwd=tiny_project,
-                            capture_output=True, text=True, timeout=900)
+def run_loraops(cwd, *args):
+    result = subprocess.run(loraops_cmd() + list(args), cwd=cwd, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    started = re.findall(r"starting stage (\w+)", output)
-    assert started == list(PIPELINE), started
-    assert "registered tiny-intent version 1" in result.stdout
+    return result.stdout, output
 
-    layout = Layout(tiny_project)
-    client = mlflow.MlflowClient(tracking_uri=layout.tracking_uri())
+
+def test_loraops_run_completes_the_dag_and_registers(tiny_project):
+    stdout, output = run_loraops(tiny_project, "run", "-S", "train.max_steps=3")
+    assert re.findall(r"starting stage (\w+)", output) == list(PIPELINE)
+    assert "registered tiny-intent version 1" in stdout
+    assert "dvc.lock left as it is" in output  # overrides are not recorded as if params.yaml said so
+
+    client = mlflow.MlflowClient(tracking_uri=Layout(tiny_project).tracking_uri())
     versions = client.search_model_versions("name='tiny-intent'")
     assert len(versions) == 1
     run = client.get_run(versions[0].run_id)
     assert run.data.params["train.max_steps"] == "3"  # the command-line override reached the run
     assert run.info.status == "FINISHED"
+
+
+def test_dvc_repro_after_loraops_run_has_nothing_to_do(tmp_path, tiny_base):
+    repo = copy_repo(tmp_path / "repo")
+    write_params(repo, tiny_base)
+    run_loraops(repo, "run")
+    dvc = subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=repo, capture_output=True,
+                         text=True, timeout=600)
+    assert dvc.returncode == 0, dvc.stderr
+    assert re.findall(r"Running stage '(\w+)'", dvc.stdout) == [], dvc.stdout
