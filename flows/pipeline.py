@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from loraops.config import Params, load_params
@@ -37,6 +37,13 @@ def record_in_dvc_lock(root: str) -> bool:
     return True
 
 
+def link_data_docs(layout: Layout) -> None:
+    index = layout.validation_docs / "index.html"
+    if index.is_file():
+        create_link_artifact(key="data-docs", link=index.as_uri(), link_text="Great Expectations Data Docs",
+                             description="Validation of this run's dataset")
+
+
 @flow(name="loraops-pipeline", log_prints=True)
 def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     """Run every stage of the DAG in order; the first failure stops the flow (nothing after it runs)."""
@@ -45,7 +52,11 @@ def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     preflight(params, layout)
     results = {}
     for name in PIPELINE:
-        results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, str(layout.root))
+        try:
+            results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, str(layout.root))
+        finally:
+            if name == "validate":  # pass or fail, the Data Docs say why
+                link_data_docs(layout)
     if overrides:
         get_run_logger().info("params overridden with -S: dvc.lock left as it is (it describes params.yaml)")
     else:

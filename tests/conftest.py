@@ -21,7 +21,9 @@ CLINC150 = SHARED / "datasets" / "clinc150" / "data_full.json"
 
 for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                    "HF_EVALUATE_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
-                   "TOKENIZERS_PARALLELISM": "false"}.items():
+                   "TOKENIZERS_PARALLELISM": "false",
+                   # In-process flows would log Prefect's server shutdown at exit, to a console pytest closed.
+                   "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
     os.environ.setdefault(key, value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
@@ -37,6 +39,13 @@ TINY_PARAMS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def isolated_tracking_uri():
+    """mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; keep one test's store out of the next."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     from loraops.data.demo import generate_demo_dataset
@@ -50,11 +59,20 @@ def tiny_base(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "base", corpus * 3)
 
 
+def merge(into: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
 def write_params(root: Path, base: Path, **groups) -> Path:
-    params = {key: dict(value) for key, value in TINY_PARAMS.items()}
-    params["model"] = {"base": str(base)}
-    for key, value in groups.items():
-        params[key] = {**params.get(key, {}), **value}
+    """The repository's params.yaml (every group DVC tracks is present) with the tiny settings on top."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    merge(params, yaml.safe_load(yaml.safe_dump(TINY_PARAMS)))
+    merge(params, {"model": {"base": str(base)}, **groups})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

@@ -8,6 +8,7 @@ errors: a misspelled key silently falling back to a default is how experiments g
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +63,27 @@ class DataParams(_Group):
         return self
 
 
+class ValidateParams(_Group):
+    """Thresholds of the ``validate`` stage; the Great Expectations suites are generated from them."""
+
+    min_rows: int = Field(20, ge=0)
+    min_labels: int = Field(2, ge=1)
+    # Counted in the training pool: rows with split 'train' or no split (prepare splits those).
+    min_examples_per_label: int = Field(5, ge=1)
+    max_imbalance_ratio: float = Field(10.0, ge=1)  # largest / smallest training count per label
+    max_text_chars: int = Field(1000, ge=1)
+    max_text_tokens: int = Field(128, ge=1)  # measured with the base model's tokenizer
+    # Share of rows (0..1) that may be exact or normalised duplicates within their split, and that may
+    # share their text with another split (leakage), before validation fails. Any non-zero share below
+    # the bound is still reported as a warning (public datasets such as CLINC150 hold a few).
+    max_duplicate_share: float = Field(0.01, ge=0, le=1)
+    max_leakage_share: float = Field(0.01, ge=0, le=1)
+    allow_new_labels: bool = False  # labels unseen in the previous validated version warn instead of fail
+    max_label_shift: float = Field(0.2, ge=0, le=1)  # total variation distance vs the previous version
+    max_length_shift: float = Field(0.25, ge=0)  # relative change of the mean text length in characters
+    shift_action: Literal["warn", "fail"] = "fail"
+
+
 class PrepareParams(_Group):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     # Used only when the raw data carries no test split of its own.
@@ -71,6 +93,9 @@ class PrepareParams(_Group):
     # length; on the demo task, off trains 2.5x faster per step and generalised better (55 % vs 31 %).
     list_labels_in_prompt: bool = False
     max_length: int = Field(256, ge=16)
+    # Cleaning is opt-in and counted in data/prepared/summary.json: nothing is changed silently.
+    strip_text: bool = False
+    drop_duplicates: bool = False
 
 
 class LoraParams(_Group):
@@ -111,10 +136,15 @@ class RegistryParams(_Group):
     model_name: str = "loraops-demo-intent"
 
 
+# The stage is called 'validate', which shadows pydantic's deprecated BaseModel.validate (unused here).
+warnings.filterwarnings("ignore", message='Field name "validate" in "Params" shadows', category=UserWarning)
+
+
 class Params(_Group):
     project: ProjectParams = ProjectParams()
     model: ModelParams = ModelParams()
     data: DataParams = DataParams()
+    validate: ValidateParams = ValidateParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()

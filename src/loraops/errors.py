@@ -19,3 +19,7 @@ class ModelError(LoraopsError):
 
 class StageOrderError(LoraopsError):
     """A stage ran before the outputs it needs exist."""
+
+
+class ValidationFailed(LoraopsError):
+    """The dataset failed validation; the message is the one-screen summary."""

@@ -31,6 +31,23 @@ def _stratified_take(rows: list[dict], fraction: float, rng: random.Random) -> t
     return kept, taken
 
 
+def clean_records(records: list[dict], params: PrepareParams) -> tuple[list[dict], dict[str, int]]:
+    """Opt-in cleaning; returns the rows and counts of what changed, so a summary can report it."""
+    counts = {"stripped": 0, "duplicates_dropped": 0}
+    out, seen = [], set()
+    for row in records:
+        if params.strip_text and row["text"] != row["text"].strip():
+            row = {**row, "text": row["text"].strip()}
+            counts["stripped"] += 1
+        key = (row["text"], row["label"], row["split"])
+        if params.drop_duplicates and key in seen:
+            counts["duplicates_dropped"] += 1
+            continue
+        seen.add(key)
+        out.append(row)
+    return out, counts
+
+
 def split_records(records: list[dict], params: PrepareParams, seed: int) -> dict[str, list[dict]]:
     """Respect splits given by the source; carve missing test/val splits out of train, stratified."""
     rng = random.Random(seed)
@@ -72,10 +89,11 @@ def render_row(row: dict, labels: list[str], tokenizer: Any, params: PreparePara
 def prepare(records: list[dict], tokenizer: Any, params: PrepareParams,
             seed: int) -> tuple[dict[str, list[dict]], list[str], dict]:
     """Return rendered splits, the label set and a summary (counts and lengths in tokens)."""
+    records, cleaning = clean_records(records, params)
     splits = split_records(records, params, seed)
     labels = sorted({r["label"] for r in splits["train"]})
     rendered = {name: [render_row(r, labels, tokenizer, params) for r in rows] for name, rows in splits.items()}
-    summary: dict[str, Any] = {"labels": len(labels)}
+    summary: dict[str, Any] = {"labels": len(labels), "cleaning": cleaning}
     for name, rows in rendered.items():
         lengths = [len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows]
         too_long = sum(n > params.max_length for n in lengths)

@@ -33,6 +33,20 @@ class Layout:
         return self.root / "data" / "raw" / "dataset.jsonl"
 
     @property
+    def validation_summary(self) -> Path:
+        return self.root / "metrics" / "validation.json"
+
+    @property
+    def validation_docs(self) -> Path:
+        """Great Expectations Data Docs (HTML) of the last validation, pass or fail."""
+        return self.root / "reports" / "validation"
+
+    @property
+    def validation_profile(self) -> Path:
+        """Statistics of the last dataset version that passed; the next version's shift checks use it."""
+        return self.root / "data" / "validated" / "profile.json"
+
+    @property
     def prepared_dir(self) -> Path:
         return self.root / "data" / "prepared"
 

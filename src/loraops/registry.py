@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import Params, flatten
-from loraops.project import Layout
+from loraops.project import Layout, read_json
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -45,6 +45,32 @@ def numeric(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return {f"{prefix}.{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def log_validation(layout: Layout) -> None:
+    """Data Docs and the verdict of the dataset's validation, on the active run (tags feed registration)."""
+    import mlflow
+
+    summary = read_json(layout.validation_summary)
+    mlflow.set_tags({"validation.success": str(summary["success"]).lower(),
+                     "validation.errors": str(summary["errors"]), "validation.warnings": str(summary["warnings"]),
+                     "validation.data_docs": str(summary.get("docs_index"))})
+    if layout.validation_docs.is_dir():
+        mlflow.log_artifacts(str(layout.validation_docs), artifact_path="validation/data_docs")
+
+
+def log_failed_validation(layout: Layout, params: Params, summary: dict) -> str:
+    """A failed validation still leaves its evidence in MLflow: a FAILED run with the Data Docs, no model."""
+    import mlflow
+
+    experiment_id = connect(layout, params.registry.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{params.project.name}-validation") as run:
+        mlflow.set_tags({**git_state(layout.root), "loraops.stage": "validate"})
+        mlflow.log_params(flatten(params))
+        log_validation(layout)
+        mlflow.log_artifact(str(layout.validation_summary), artifact_path="reports")
+    mlflow.MlflowClient().set_terminated(run.info.run_id, status="FAILED")
+    return run.info.run_id
+
+
 def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_metrics: dict,
                      curve: list[dict], base_info: dict) -> dict[str, Any]:
     import mlflow
@@ -64,8 +90,9 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
         for row in curve:
             mlflow.log_metric("train_loss", row["train_loss"], step=int(row["step"]))
         mlflow.log_artifacts(str(layout.adapter_dir), artifact_path="adapter")
-        for path in (layout.train_metrics, layout.eval_metrics, layout.train_curve):
+        for path in (layout.train_metrics, layout.eval_metrics, layout.train_curve, layout.validation_summary):
             mlflow.log_artifact(str(path), artifact_path="reports")
+        log_validation(layout)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(entry), artifacts={"adapter": str(layout.adapter_dir)},
             model_config={"base_model_dir": str(layout.base_model_dir.resolve())},

@@ -14,7 +14,7 @@ from typing import Callable
 from loraops.base_model import INFO_FILE, classify_reference, materialise_base_model
 from loraops.config import Params
 from loraops.data.ingest import ingest
-from loraops.errors import DataError, StageOrderError
+from loraops.errors import DataError, StageOrderError, ValidationFailed
 from loraops.project import Layout, atomic_dir, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 
 def _require(*paths) -> None:
@@ -42,11 +42,43 @@ def stage_ingest(params: Params, layout: Layout) -> dict:
     return {"rows": len(records), "path": str(layout.raw_data)}
 
 
+def stage_validate(params: Params, layout: Layout) -> dict:
+    """Great Expectations checks on the raw dataset; a failure stops the pipeline before anything trains."""
+    from loraops.modeling import load_tokenizer
+    from loraops.validation import validate_dataset
+
+    _require(layout.raw_data, layout.base_model_dir)
+    tokenizer = load_tokenizer(layout.base_model_dir)
+
+    def token_lengths(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer([str(t) for t in texts], add_special_tokens=False)["input_ids"]]
+
+    previous = read_json(layout.validation_profile) if layout.validation_profile.is_file() else None
+    report = validate_dataset(read_jsonl(layout.raw_data), params.validate, layout.cache_dir / "validation",
+                              token_lengths, previous)
+    summary = report.to_json()
+    if report.docs_index is not None:
+        with atomic_dir(layout.validation_docs) as staging:
+            shutil.copytree(report.docs_index.parent, staging, dirs_exist_ok=True)
+        report.docs_index = layout.validation_docs / report.docs_index.name
+        summary["docs_index"] = str(report.docs_index.relative_to(layout.root))
+    write_json(layout.validation_summary, summary)
+    if not report.success:
+        from loraops.registry import log_failed_validation
+
+        log_failed_validation(layout, params, summary)
+        raise ValidationFailed(report.summary())
+    write_json(layout.validation_profile, report.stats)
+    return summary
+
+
 def stage_prepare(params: Params, layout: Layout) -> dict:
     from loraops.modeling import load_tokenizer
     from loraops.prepare import prepare
 
-    _require(layout.raw_data, layout.base_model_dir)
+    _require(layout.raw_data, layout.base_model_dir, layout.validation_summary)
+    if not read_json(layout.validation_summary)["success"]:
+        raise ValidationFailed(f"{layout.validation_summary}: the dataset failed validation; fix the data first")
     tokenizer = load_tokenizer(layout.base_model_dir)
     splits, labels, summary = prepare(read_jsonl(layout.raw_data), tokenizer, params.prepare, params.project.seed)
     with atomic_dir(layout.prepared_dir) as staging:
@@ -122,7 +154,7 @@ def stage_register(params: Params, layout: Layout) -> dict:
 
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
-    "base_model": stage_base_model, "ingest": stage_ingest, "prepare": stage_prepare,
+    "base_model": stage_base_model, "ingest": stage_ingest, "validate": stage_validate, "prepare": stage_prepare,
     "train": stage_train, "evaluate": stage_evaluate, "register": stage_register,
 }
 PIPELINE = tuple(STAGES)

@@ -5,7 +5,7 @@ import pytest
 from loraops.config import PrepareParams
 from loraops.errors import DataError
 from loraops.modeling import load_tokenizer
-from loraops.prepare import prepare, split_records
+from loraops.prepare import clean_records, prepare, split_records
 
 
 def unsplit(n_per_label=10, labels=("a", "b", "c")):
@@ -59,3 +59,13 @@ def test_examples_longer_than_max_length_fail_instead_of_being_cut(tiny_base):
     tokenizer = load_tokenizer(tiny_base)
     with pytest.raises(DataError, match="exceed prepare.max_length=16"):
         prepare(unsplit(), tokenizer, PrepareParams(max_length=16), 0)
+
+
+def test_cleaning_is_off_by_default_and_counted_when_on():
+    rows = [{"text": " a ", "label": "x", "split": None}, {"text": "a", "label": "x", "split": None},
+            {"text": "b", "label": "y", "split": None}]
+    untouched, counts = clean_records([dict(r) for r in rows], PrepareParams())
+    assert untouched == rows and counts == {"stripped": 0, "duplicates_dropped": 0}
+    cleaned, counts = clean_records([dict(r) for r in rows], PrepareParams(strip_text=True, drop_duplicates=True))
+    assert [r["text"] for r in cleaned] == ["a", "b"]
+    assert counts == {"stripped": 1, "duplicates_dropped": 1}

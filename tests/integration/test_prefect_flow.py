@@ -1,5 +1,6 @@
 """`loraops run`: the Prefect flow (ephemeral server) runs every stage in DAG order and registers a version."""
 
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def run_loraops(cwd, *args):
-    result = subprocess.run(loraops_cmd() + list(args), cwd=cwd, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, PREFECT_LOGGING_LEVEL="INFO")  # the stage order is read from the flow's logs
+    result = subprocess.run(loraops_cmd() + list(args), cwd=cwd, capture_output=True, text=True, timeout=900,
+                            env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return result.stdout, output

@@ -1,0 +1,181 @@
+"""The tables Great Expectations validates, built from raw records, and the profile (``stats``) of a version.
+
+Checks that GX cannot express directly are computed here as columns (normalised text, the splits a text
+leaks into, per-label counts and shares) so that GX asserts them and they show in the Data Docs.
+
+* ``rows``: one row per record, with a 1-based ``row`` (the order of the raw dataset) and derived columns.
+* ``labels``: one row per label: rows, training count, imbalance against the largest label.
+* ``shift``: one row per label of this or the previous version: share now, share then, TVD term.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+UNSPLIT = "(none)"  # split key of rows that carry no split (prepare splits them later)
+_PUNCTUATION = re.compile(r"[^\w\s]|_")
+
+
+def normalise_text(text: str) -> str:
+    """The form duplicates and leakage are compared in: NFKC, case-folded, punctuation removed, spaces collapsed."""
+    return " ".join(_PUNCTUATION.sub("", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _usable(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+@dataclass
+class Frames:
+    rows: pd.DataFrame
+    labels: pd.DataFrame
+    shift: pd.DataFrame | None
+    columns: list[str]  # the columns the records carry
+    has_tokens: bool
+
+
+def _objects(values: list) -> pd.Series:
+    return pd.Series(values, dtype=object)
+
+
+def _leaks(rows: pd.DataFrame, key: str) -> pd.Series:
+    """For rows whose ``key`` also occurs in another split: the splits it occurs in ('train/test'); else None."""
+    out = _objects([None] * len(rows))
+    mask = rows["split"].isin(SPLITS) & rows[key].notna()
+    sub = rows.loc[mask, [key, "split"]]
+    if sub.empty:
+        return out
+    spread = sub.groupby(key, sort=False)["split"].transform("nunique")
+    leaked = sub[spread > 1]
+    if leaked.empty:
+        return out
+    names = leaked.groupby(key, sort=False)["split"].agg(lambda s: "/".join(x for x in SPLITS if x in set(s)))
+    out.iloc[leaked.index.to_numpy()] = leaked[key].map(names).to_numpy()
+    return out
+
+
+def build_rows(records: list[dict],
+               token_lengths: Callable[[list[str]], list[int]] | None) -> tuple[pd.DataFrame, list[str]]:
+    records = [r if isinstance(r, dict) else {} for r in records]
+    columns = sorted({key for record in records for key in record})
+    rows = pd.DataFrame({"row": np.arange(1, len(records) + 1, dtype=np.int64)})
+    for name in ("text", "label"):
+        if name in columns:
+            rows[name] = _objects([r.get(name) for r in records])
+    rows["split"] = _objects([None if _missing(r.get("split")) else r.get("split") for r in records])
+    rows["split_key"] = _objects([UNSPLIT if s is None else str(s) for s in rows["split"]])
+    if "text" in rows:
+        texts = rows["text"].tolist()
+        usable = [_usable(t) for t in texts]
+        rows["text_chars"] = pd.Series([len(t) if isinstance(t, str) else np.nan for t in texts], dtype=float)
+        if token_lengths is not None:
+            strings = [t for t in texts if isinstance(t, str)]
+            counts = iter(token_lengths(strings)) if strings else iter(())
+            rows["text_tokens"] = pd.Series([float(next(counts)) if isinstance(t, str) else np.nan for t in texts],
+                                            dtype=float)
+        rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
+        rows["text_normalised"] = _objects([normalise_text(t) if ok else None for t, ok in zip(texts, usable)])
+        rows["leak_exact"] = _leaks(rows, "text_exact")
+        rows["leak_normalised"] = _leaks(rows, "text_normalised")
+    return rows, columns
+
+
+def _in_pool(split: Any) -> bool:
+    """The training pool: rows of split 'train' and rows without a split (most of those go to train)."""
+    return split is None or split == "train"
+
+
+def build_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    empty = pd.DataFrame({"label": _objects([]), "first_row": pd.Series([], dtype=np.int64),
+                          "rows": pd.Series([], dtype=np.int64), "train_count": pd.Series([], dtype=np.int64),
+                          "imbalance": pd.Series([], dtype=float)})
+    if "label" not in rows:
+        return empty
+    valid = rows[rows["label"].map(_usable)]
+    if valid.empty:
+        return empty
+    grouped = valid.groupby("label", sort=False)
+    first_row, total = grouped["row"].min(), grouped.size()
+    pool = valid[valid["split"].map(_in_pool)]
+    train = pool.groupby("label", sort=False).size().reindex(first_row.index, fill_value=0)
+    largest = float(train.max())
+    imbalance = [largest / c if c else np.nan for c in train]
+    return pd.DataFrame({"label": _objects(list(first_row.index)), "first_row": first_row.to_numpy(np.int64),
+                         "rows": total.reindex(first_row.index).to_numpy(np.int64),
+                         "train_count": train.to_numpy(np.int64), "imbalance": np.asarray(imbalance, dtype=float)})
+
+
+def build_shift(labels: pd.DataFrame, previous: dict | None) -> pd.DataFrame | None:
+    before = (previous or {}).get("labels") or {}
+    if not before:
+        return None
+    now = dict(zip(labels["label"], labels["rows"].astype(int)))
+    names = list(now) + [name for name in before if name not in now]
+    total_now, total_before = sum(now.values()) or 1, sum(before.values()) or 1
+    share = np.array([now.get(n, 0) / total_now for n in names])
+    share_before = np.array([before.get(n, 0) / total_before for n in names])
+    return pd.DataFrame({"label": _objects(names), "share": share, "previous_share": share_before,
+                         "tvd_term": np.abs(share - share_before) / 2})
+
+
+def build_frames(records: list[dict], token_lengths: Callable[[list[str]], list[int]] | None,
+                 previous: dict | None) -> Frames:
+    rows, columns = build_rows(records, token_lengths)
+    labels = build_labels(rows)
+    return Frames(rows=rows, labels=labels, shift=build_shift(labels, previous), columns=columns,
+                  has_tokens="text_tokens" in rows)
+
+
+def _describe(values: pd.Series) -> dict | None:
+    values = values.dropna()
+    if values.empty:
+        return None
+    return {"count": int(values.size), "min": float(values.min()), "mean": round(float(values.mean()), 3),
+            "p50": float(values.quantile(0.5)), "p95": float(values.quantile(0.95)), "max": float(values.max())}
+
+
+def profile(frames: Frames) -> dict:
+    """The version's statistics: JSON-serialisable, and the ``previous`` of the next version's shift checks."""
+    rows, labels = frames.rows, frames.labels
+    splits = {name: int((rows["split"] == name).sum()) for name in SPLITS}
+    splits["none"] = int(rows["split"].isna().sum())
+    train = labels["train_count"][labels["train_count"] > 0]
+    stats: dict = {
+        "rows": int(len(rows)), "splits": splits, "columns": frames.columns, "num_labels": int(len(labels)),
+        "labels": {str(k): int(v) for k, v in zip(labels["label"], labels["rows"])},
+        "train_labels": {str(k): int(v) for k, v in zip(labels["label"], labels["train_count"])},
+        "labels_by_split": {},
+        "train_label_min": int(train.min()) if len(train) else 0,
+        "train_label_max": int(train.max()) if len(train) else 0,
+        "imbalance_ratio": round(float(train.max() / train.min()), 3) if len(train) else None,
+        "text_chars": _describe(rows["text_chars"]) if "text_chars" in rows else None,
+        "text_tokens": _describe(rows["text_tokens"]) if "text_tokens" in rows else None,
+    }
+    if "label" in rows:
+        valid = rows[rows["label"].map(_usable)]
+        for split, group in valid.groupby("split_key", sort=False):
+            counts = group["label"].value_counts(sort=False)
+            stats["labels_by_split"][str(split)] = {str(k): int(v) for k, v in counts.items()}
+    if "text_exact" in rows:
+        stats["duplicates"] = {
+            "exact": int(rows.duplicated(["split_key", "text_exact"], keep="first")[rows["text_exact"].notna()].sum()),
+            "normalised": int(rows.duplicated(["split_key", "text_normalised"], keep="first")
+                              [rows["text_normalised"].notna()].sum()),
+        }
+        stats["leakage"] = {"exact": int(rows["leak_exact"].notna().sum()),
+                            "normalised": int(rows["leak_normalised"].notna().sum())}
+    if frames.shift is not None:
+        stats["shift"] = {"label_tvd": round(float(frames.shift["tvd_term"].sum()), 4)}
+    return stats
