@@ -97,6 +97,14 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
             name="model", python_model=str(entry), artifacts={"adapter": str(layout.adapter_dir)},
             model_config={"base_model_dir": str(layout.base_model_dir.resolve())},
             pip_requirements=PIP_REQUIREMENTS, registered_model_name=params.registry.model_name)
+        # The version carries the evidence a reviewer needs in the registry view itself.
+        validation = read_json(layout.validation_summary)
+        version_tags = {"validation.success": str(validation["success"]).lower(),
+                        "validation.warnings": str(validation["warnings"]), "run_id": run.info.run_id,
+                        **{k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("eval.") and k.endswith("accuracy")}}
+        client = mlflow.MlflowClient()
+        for key, value in version_tags.items():
+            client.set_model_version_tag(params.registry.model_name, info.registered_model_version, key, value)
     return {"run_id": run.info.run_id, "experiment_id": experiment_id, "model_name": params.registry.model_name,
             "version": int(info.registered_model_version), "model_uri": info.model_uri,
             "tracking_uri": layout.tracking_uri()}

@@ -35,32 +35,32 @@ def test_unknown_metric_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_rows(tiny_base):
+def eval_rows(tiny_base):
     rows = generate_demo_dataset(seed=2, train_per_intent=4, test_per_intent=2)
     rendered, _, _ = prepare(rows, load_tokenizer(tiny_base), PrepareParams(max_length=384), seed=2)
     return rendered["test"][:12]
 
 
-def test_same_model_scores_identically_twice(tiny_base, test_rows):
-    first = evaluate_model(tiny_base, test_rows, 8, REPO)
-    second = evaluate_model(tiny_base, test_rows, 8, REPO)
+def test_same_model_scores_identically_twice(tiny_base, eval_rows):
+    first = evaluate_model(tiny_base, eval_rows, 8, REPO)
+    second = evaluate_model(tiny_base, eval_rows, 8, REPO)
     assert first[0]["accuracy"] == second[0]["accuracy"]
     assert [p["raw"] for p in first[1]] == [p["raw"] for p in second[1]]
 
 
-def test_zero_adapter_gives_exactly_the_base_models_answers(tiny_base, test_rows, tmp_path):
+def test_zero_adapter_gives_exactly_the_base_models_answers(tiny_base, eval_rows, tmp_path):
     from peft import get_peft_model
 
     # A freshly initialised LoRA has B = 0, so it must not change a single generated token.
     model = get_peft_model(load_base(tiny_base), lora_config(LoraParams(r=2, alpha=4)))
     model.save_pretrained(tmp_path / "zero")
-    base = evaluate_model(tiny_base, test_rows, 8, REPO)
-    zero = evaluate_model(tiny_base, test_rows, 8, REPO, adapter_dir=tmp_path / "zero")
+    base = evaluate_model(tiny_base, eval_rows, 8, REPO)
+    zero = evaluate_model(tiny_base, eval_rows, 8, REPO, adapter_dir=tmp_path / "zero")
     assert [p["raw"] for p in base[1]] == [p["raw"] for p in zero[1]]
     assert base[0]["accuracy"] == zero[0]["accuracy"]
 
 
-def test_batch_size_does_not_change_answers(tiny_base, test_rows):
-    one = evaluate_model(tiny_base, test_rows[:6], 1, REPO)[1]
-    six = evaluate_model(tiny_base, test_rows[:6], 6, REPO)[1]
+def test_batch_size_does_not_change_answers(tiny_base, eval_rows):
+    one = evaluate_model(tiny_base, eval_rows[:6], 1, REPO)[1]
+    six = evaluate_model(tiny_base, eval_rows[:6], 6, REPO)[1]
     assert [p["raw"] for p in one] == [p["raw"] for p in six]

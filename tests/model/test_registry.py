@@ -50,6 +50,9 @@ def test_registered_version_exists_and_adapter_records_base_by_id(finished_proje
     client = mlflow.MlflowClient(tracking_uri=layout.tracking_uri())
     version = client.get_model_version(reg["model_name"], str(reg["version"]))
     assert version.run_id == reg["run_id"]
+    assert version.tags["validation.success"] == "true"
+    assert float(version.tags["eval.adapter.accuracy"]) == pytest.approx(
+        results["evaluate"]["models"]["adapter"]["accuracy"], abs=1e-4)
     config = json.loads((layout.adapter_dir / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "local:base"  # not this machine's path
 
