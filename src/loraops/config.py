@@ -70,6 +70,7 @@ class ValidateParams(_Group):
     min_labels: int = Field(2, ge=1)
     # Counted in the training pool: rows with split 'train' or no split (prepare splits those).
     min_examples_per_label: int = Field(5, ge=1)
+    min_rows_per_split: int = Field(5, ge=1)  # every split the source gives (train/val/test) has this many
     max_imbalance_ratio: float = Field(10.0, ge=1)  # largest / smallest training count per label
     max_text_chars: int = Field(1000, ge=1)
     max_text_tokens: int = Field(128, ge=1)  # measured with the base model's tokenizer

@@ -162,8 +162,8 @@ def test_length_shift_warns_when_shift_action_is_warn(tmp_path):
 def test_first_version_has_no_shift_or_new_label_checks(tmp_path):
     report = _validate(tmp_path, CASES["label_distribution_shift"].records)
     assert report.success and "shift" not in report.stats
-    assert sorted(p.name for p in (tmp_path / "run" / "suites").iterdir()) == ["loraops_labels.json",
-                                                                                "loraops_rows.json"]
+    assert sorted(p.name for p in (tmp_path / "run" / "suites").iterdir()) == [
+        "loraops_labels.json", "loraops_rows.json", "loraops_splits.json"]  # no loraops_shift.json
 
 
 def test_stats_profile_counts_splits_labels_and_lengths(tmp_path):
@@ -268,3 +268,15 @@ def test_clinc150_all_intents_passes_and_reports_its_known_leaks_as_warnings(tmp
     assert leak.rows == 10 and any(text == "[train] what is on my to do list" for _, text in leak.examples)
     strict = _validate(tmp_path, records, "strict", params=ValidateParams(max_leakage_share=0.0))
     assert not strict.success and _find(strict, "leakage (exact)").rows == 10
+
+
+def test_a_split_smaller_than_configured_fails_and_names_the_split(tmp_path):
+    records = good_records()
+    train = [r for r in records if r["split"] == "train"]
+    records = records + [dict(r, split="val", text=r["text"] + " (val copy)") for r in train[:3]]
+    report = _validate(tmp_path, records, params=ValidateParams(min_rows_per_split=5, max_leakage_share=1.0))
+    failure = _find(report, "split sizes")
+    assert "val (3)" in failure.message and "min_rows_per_split=5" in failure.message
+    assert failure.rows == 3 and not report.success
+    assert _validate(tmp_path, records, "lenient", params=ValidateParams(min_rows_per_split=3,
+                                                                          max_leakage_share=1.0)).success

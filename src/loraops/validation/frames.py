@@ -42,6 +42,7 @@ class Frames:
     rows: pd.DataFrame
     labels: pd.DataFrame
     shift: pd.DataFrame | None
+    splits: pd.DataFrame  # one row per split the source gives: split, first_row, rows
     columns: list[str]  # the columns the records carry
     has_tokens: bool
 
@@ -130,11 +131,19 @@ def build_shift(labels: pd.DataFrame, previous: dict | None) -> pd.DataFrame | N
                          "tvd_term": np.abs(share - share_before) / 2})
 
 
+def build_splits(rows: pd.DataFrame) -> pd.DataFrame:
+    given = rows[rows["split"].isin(SPLITS)] if "split" in rows else rows.iloc[0:0]
+    grouped = given.groupby("split", sort=False)["row"]
+    return pd.DataFrame({"split": _objects(list(grouped.groups)), "first_row": grouped.min().to_numpy(np.int64),
+                         "rows": grouped.size().to_numpy(np.int64)})
+
+
 def build_frames(records: list[dict], token_lengths: Callable[[list[str]], list[int]] | None,
                  previous: dict | None) -> Frames:
     rows, columns = build_rows(records, token_lengths)
     labels = build_labels(rows)
-    return Frames(rows=rows, labels=labels, shift=build_shift(labels, previous), columns=columns,
+    return Frames(rows=rows, labels=labels, shift=build_shift(labels, previous), splits=build_splits(rows),
+                  columns=columns,
                   has_tokens="text_tokens" in rows)
 
 

@@ -163,6 +163,16 @@ def _labels_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str
             f"{listing}{more}", rows, examples)
 
 
+def _splits_message(r: _Reader, params: ValidateParams) -> tuple[str, str, int, list]:
+    splits = r.frames.splits
+    small = splits[splits["rows"] < params.min_rows_per_split]
+    listing = ", ".join(f"{name} ({count})" for name, count in zip(small["split"], small["rows"]))
+    examples = [(int(f), f"{name}: {count} rows") for f, name, count in
+                zip(small["first_row"], small["split"], small["rows"])]
+    return ("split sizes", f"{len(small)} split(s) have fewer than validate.min_rows_per_split="
+            f"{params.min_rows_per_split} rows: {listing}", int(small["rows"].sum()), examples)
+
+
 def _shift_message(r: _Reader, params: ValidateParams) -> tuple[str, str, int, list]:
     shift = r.frames.shift
     moved = shift.assign(diff=(shift["share"] - shift["previous_share"]).abs()).sort_values("diff", ascending=False)
@@ -209,6 +219,8 @@ def interpret(results: dict, frames: Frames, params: ValidateParams) -> list[Fai
             warn = reader.config.severity == FailureSeverity.WARNING or result.success
             if batch == "loraops_labels":
                 name, message, rows, examples = _labels_message(check, reader, params)
+            elif batch == "loraops_splits":
+                name, message, rows, examples = _splits_message(reader, params)
             elif batch == "loraops_shift":
                 name, message, rows, examples = _shift_message(reader, params)
             else:

@@ -129,9 +129,17 @@ def shift_expectations(params: ValidateParams) -> list[gxe.Expectation]:
                 "(sum of |share - previous_share| / 2) at most validate.max_label_shift."))]
 
 
+def splits_expectations(params: ValidateParams) -> list[gxe.Expectation]:
+    return [gxe.ExpectColumnValuesToBeBetween(
+        column="rows", min_value=params.min_rows_per_split,
+        **_meta("split_size", "validate.min_rows_per_split rows in every split the source gives."))]
+
+
 def build_batches(params: ValidateParams, frames: Frames, previous: dict | None) -> list[Batch]:
     batches = [Batch("loraops_rows", frames.rows, "row", rows_expectations(params, frames, previous)),
                Batch("loraops_labels", frames.labels, "first_row", labels_expectations(params))]
+    if len(frames.splits):
+        batches.append(Batch("loraops_splits", frames.splits, "first_row", splits_expectations(params)))
     if frames.shift is not None:
         batches.append(Batch("loraops_shift", frames.shift, "label", shift_expectations(params)))
     for batch in batches:
