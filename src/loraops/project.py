@@ -79,8 +79,12 @@ class Layout:
         """Downloads kept between runs (the base model's wheel); never a pipeline output."""
         return self.root / ".loraops"
 
+    def local_tracking_uri(self) -> str:
+        """The project's own store, used unless MLFLOW_TRACKING_URI names another."""
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.local_tracking_uri()
 
     @property
     def artifact_root(self) -> Path:

@@ -24,11 +24,17 @@ def connect(layout: Layout, experiment: str) -> str:
     """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``) and return the experiment id."""
     import mlflow
 
-    mlflow.set_tracking_uri(layout.tracking_uri())
+    uri = layout.tracking_uri()
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that so the user's setting stays the only source.
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    location = layout.artifact_root.as_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
+    # With the project's own store, artifacts live beside it (not in an ./mlruns of whatever the cwd is).
+    location = layout.artifact_root.as_uri() if uri == layout.local_tracking_uri() else None
     return mlflow.create_experiment(experiment, artifact_location=location)
 
 

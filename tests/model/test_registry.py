@@ -40,6 +40,9 @@ def test_one_run_holds_params_metrics_curve_and_safetensors_adapter(finished_pro
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "adapter")}
     assert "adapter/adapter_model.safetensors" in artifacts and "adapter/adapter_config.json" in artifacts
     assert not any(p.endswith((".bin", ".pt", ".pkl")) for p in artifacts)
+    # Artifacts live in the project's mlartifacts/, whatever the working directory was.
+    assert run.info.artifact_uri.startswith(layout.artifact_root.as_uri())
+    assert (layout.artifact_root / run.info.run_id / "artifacts" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_registered_version_exists_and_adapter_records_base_by_id(finished_project):
