@@ -44,14 +44,11 @@ def main() -> None:
                if r["split"] == "train"]
     token_lengths, tokenizer_s = None, None
     if (args.base / "config.json").is_file():
-        from loraops.modeling import load_tokenizer
+        from loraops.modeling import load_tokenizer, token_counter
 
         started = time.perf_counter()
-        tokenizer = load_tokenizer(args.base)
+        token_lengths = token_counter(load_tokenizer(args.base))
         tokenizer_s = time.perf_counter() - started
-
-        def token_lengths(texts: list[str]) -> list[int]:
-            return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     runs, report = [], None
     for _ in range(args.repeat):

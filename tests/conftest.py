@@ -39,13 +39,6 @@ TINY_PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def isolated_tracking_uri():
-    """mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; keep one test's store out of the next."""
-    yield
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     from loraops.data.demo import generate_demo_dataset

@@ -7,7 +7,7 @@ what is quantised and what is trainable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loraops.config import LoraParams
 from loraops.errors import ModelError
@@ -42,6 +42,14 @@ def load_tokenizer(base_dir: Path, padding_side: str = "right") -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+    """Counts tokens per text as the model sees them (no special tokens added)."""
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer([str(t) for t in texts], add_special_tokens=False)["input_ids"]]
+
+    return count
 
 
 def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool = False) -> Any:

@@ -13,8 +13,8 @@ from typing import Callable
 
 from loraops.base_model import INFO_FILE, classify_reference, materialise_base_model
 from loraops.config import Params
-from loraops.data.ingest import ingest
-from loraops.errors import DataError, StageOrderError, ValidationFailed
+from loraops.data.ingest import ingest, source_file
+from loraops.errors import StageOrderError, ValidationFailed
 from loraops.project import Layout, atomic_dir, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 
 def _require(*paths) -> None:
@@ -27,9 +27,7 @@ def preflight(params: Params, layout: Layout) -> None:
     """Checks that need no heavy work, run before anything starts, so bad input fails at once."""
     classify_reference(params.model, layout.root)
     if params.data.source != "demo":
-        path = layout.root / params.data.path
-        if not path.is_file():
-            raise DataError(f"data.path {params.data.path!r}: file not found ({path})")
+        source_file(params.data, layout.root)
 
 
 def stage_base_model(params: Params, layout: Layout) -> dict:
@@ -44,15 +42,11 @@ def stage_ingest(params: Params, layout: Layout) -> dict:
 
 def stage_validate(params: Params, layout: Layout) -> dict:
     """Great Expectations checks on the raw dataset; a failure stops the pipeline before anything trains."""
-    from loraops.modeling import load_tokenizer
+    from loraops.modeling import load_tokenizer, token_counter
     from loraops.validation import validate_dataset
 
     _require(layout.raw_data, layout.base_model_dir)
-    tokenizer = load_tokenizer(layout.base_model_dir)
-
-    def token_lengths(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer([str(t) for t in texts], add_special_tokens=False)["input_ids"]]
-
+    token_lengths = token_counter(load_tokenizer(layout.base_model_dir))
     previous = read_json(layout.validation_profile) if layout.validation_profile.is_file() else None
     report = validate_dataset(read_jsonl(layout.raw_data), params.validate, layout.cache_dir / "validation",
                               token_lengths, previous)

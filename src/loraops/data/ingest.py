@@ -110,6 +110,14 @@ def read_clinc150_source(path: Path, params: DataParams) -> list[dict]:
     return out
 
 
+def source_file(params: DataParams, root: Path) -> Path:
+    """The file a non-demo source reads; an error names the param when it is missing."""
+    path = root / Path(params.path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.path {params.path!r}: file not found ({path})")
+    return path
+
+
 def ingest(params: DataParams, root: Path, seed: int) -> list[dict]:
     """Read ``params``' source into raw records (demo data is generated from ``seed``)."""
     if params.source == "demo":
@@ -118,9 +126,7 @@ def ingest(params: DataParams, root: Path, seed: int) -> list[dict]:
         rows = generate_demo_dataset(seed=seed, train_per_intent=params.demo.train_per_intent,
                                      test_per_intent=params.demo.test_per_intent)
         return [_record(r["text"], r["label"], r["split"], "demo") for r in rows]
-    path = root / Path(params.path).expanduser()
-    if not path.is_file():
-        raise DataError(f"data.path {params.path!r}: file not found ({path})")
+    path = source_file(params, root)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     if params.source == "jsonl":
