@@ -116,13 +116,44 @@ class LoraParams(_Group):
 
 class TrainParams(_Group):
     method: Literal["qlora", "lora"] = "qlora"
-    max_steps: int = Field(60, ge=1)
+    # The budget: a number of optimiser steps, or (with max_steps null) a number of passes over the data.
+    max_steps: int | None = Field(60, ge=1)
+    epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(4, ge=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     logging_steps: int = Field(5, ge=1)
+    # Loss on the validation split every N steps (null: only at the end); early stopping watches it.
+    eval_steps: int | None = Field(20, ge=1)
+    early_stopping_patience: int | None = Field(3, ge=1)  # evaluations without improvement; null: off
+    early_stopping_min_delta: float = Field(0.0, ge=0)
+    # Resumable checkpoints every N steps (null: none); a re-run after a crash resumes from the last
+    # complete one. At least two are kept so a checkpoint torn by the crash has a complete predecessor.
+    save_steps: int | None = Field(20, ge=1)
+    save_total_limit: int = Field(2, ge=2)
+    gradient_checkpointing: bool = False  # less activation memory for ~30 % more compute
+    progress_bar: bool = True
+    # Largest |logit| difference allowed between the merged export and adapter-on-base.
+    merge_tolerance: float = Field(1e-3, gt=0)
     lora: LoraParams = LoraParams()
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "TrainParams":
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ValueError("set exactly one of train.max_steps and train.epochs (the other null)")
+        if self.early_stopping_patience is not None and self.eval_steps is None:
+            raise ValueError("train.early_stopping_patience needs train.eval_steps (or set it null)")
+        return self
+
+
+class BaselineParams(_Group):
+    """The full fine-tuning baseline: same data and budget as ``train``, every weight trainable."""
+
+    enabled: bool = True
+    # Full fine-tuning wants a far smaller step than LoRA (every weight moves).
+    learning_rate: float = Field(5e-5, gt=0)
 
 
 class EvalParams(_Group):
@@ -148,6 +179,7 @@ class Params(_Group):
     validate: ValidateParams = ValidateParams()
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    baseline: BaselineParams = BaselineParams()
     eval: EvalParams = EvalParams()
     registry: RegistryParams = RegistryParams()
 

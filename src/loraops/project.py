@@ -63,6 +63,28 @@ class Layout:
         return self.root / "plots" / "train_loss.csv"
 
     @property
+    def val_curve(self) -> Path:
+        return self.root / "plots" / "val_loss.csv"
+
+    @property
+    def merged_dir(self) -> Path:
+        """The adapter merged into the full-precision base: a plain transformers model folder."""
+        return self.root / "models" / "merged"
+
+    @property
+    def full_model_dir(self) -> Path:
+        """The full fine-tuning baseline (or, when disabled, only its 'disabled' record)."""
+        return self.root / "models" / "full"
+
+    @property
+    def baseline_metrics(self) -> Path:
+        return self.root / "metrics" / "baseline.json"
+
+    def work_dir(self, stage: str) -> Path:
+        """Resumable checkpoints of ``stage``; outside every DVC out, so ``dvc repro`` never deletes them."""
+        return self.cache_dir / "work" / stage
+
+    @property
     def eval_metrics(self) -> Path:
         return self.root / "metrics" / "eval.json"
 

@@ -78,7 +78,7 @@ def log_failed_validation(layout: Layout, params: Params, summary: dict) -> str:
 
 
 def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_metrics: dict,
-                     curve: list[dict], base_info: dict) -> dict[str, Any]:
+                     curve: list[dict], base_info: dict, val_curve: list[dict] | None = None) -> dict[str, Any]:
     import mlflow
 
     experiment_id = connect(layout, params.registry.experiment)
@@ -95,6 +95,8 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
         mlflow.log_metrics(metrics)
         for row in curve:
             mlflow.log_metric("train_loss", row["train_loss"], step=int(row["step"]))
+        for row in val_curve or []:
+            mlflow.log_metric("val_loss", row["val_loss"], step=int(row["step"]))
         mlflow.log_artifacts(str(layout.adapter_dir), artifact_path="adapter")
         for path in (layout.train_metrics, layout.eval_metrics, layout.train_curve, layout.validation_summary):
             mlflow.log_artifact(str(path), artifact_path="reports")

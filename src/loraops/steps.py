@@ -6,8 +6,6 @@ Prefect flow in ``flows/`` both call :func:`run_stage`; neither holds step logic
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from typing import Callable
 
@@ -91,27 +89,49 @@ def load_splits(layout: Layout) -> dict[str, list[dict]]:
 def stage_train(params: Params, layout: Layout) -> dict:
     from loraops.serving import PROMPT_FILE, prompt_spec
     from loraops.train import train
+    from loraops.train_outputs import merge_adapter, safetensors_bytes, write_curve
 
     _require(layout.base_model_dir, layout.prepared_dir)
-    work = layout.cache_dir / "work" / "train"
-    shutil.rmtree(work, ignore_errors=True)
-    model, metrics, curve = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
+    splits = load_splits(layout)
+    # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
+    work = layout.work_dir("train")
+    model, metrics, curve = train(layout.base_model_dir, splits, params.train, params.project.seed,
                                   params.prepare.max_length, work, params.train.lora)
+    val_curve = metrics.pop("val_curve")
     base_info = read_json(layout.base_model_dir / INFO_FILE)
     # The adapter records where its base came from by id, not by this machine's path.
     model.peft_config["default"].base_model_name_or_path = base_info["id"]
     with atomic_dir(layout.adapter_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         write_json(staging / PROMPT_FILE, prompt_spec(read_json(layout.prepared_dir / "labels.json"), params.prepare))
-        metrics["adapter_bytes"] = sum(p.stat().st_size for p in staging.glob("*.safetensors"))
-    base_bytes = sum(p.stat().st_size for p in layout.base_model_dir.glob("*.safetensors"))
-    metrics["adapter_to_base_size"] = metrics["adapter_bytes"] / base_bytes
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["step", "train_loss"])
-    writer.writeheader()
-    writer.writerows(curve)
-    atomic_write_text(layout.train_curve, buffer.getvalue())
+        metrics["adapter_bytes"] = safetensors_bytes(staging)
+        del model
+        # Checked before the adapter is put in place: a merge over tolerance leaves the old outputs.
+        metrics["merge_max_abs_logit_diff"] = merge_adapter(layout.base_model_dir, staging, layout.merged_dir,
+                                                            splits["val"], params.train.merge_tolerance)
+    metrics["adapter_to_base_size"] = metrics["adapter_bytes"] / safetensors_bytes(layout.base_model_dir)
+    write_curve(layout.train_curve, curve, "train_loss")
+    write_curve(layout.val_curve, val_curve, "val_loss")
     write_json(layout.train_metrics, metrics)
+    shutil.rmtree(work, ignore_errors=True)  # finished: its checkpoints can never be resumed again
+    return metrics
+
+
+def stage_baseline(params: Params, layout: Layout) -> dict:
+    """Full fine-tuning through the same trainer: same data and budget as ``train``, its own learning rate."""
+    from loraops.train import train
+    from loraops.train_outputs import save_full_model, write_disabled_baseline
+
+    if not params.baseline.enabled:
+        return write_disabled_baseline(layout.full_model_dir, layout.baseline_metrics)
+    _require(layout.base_model_dir, layout.prepared_dir)
+    work = layout.work_dir("baseline")
+    model, metrics, _ = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
+                              params.prepare.max_length, work, None, learning_rate=params.baseline.learning_rate)
+    metrics.pop("val_curve")
+    save_full_model(model, layout.base_model_dir, layout.full_model_dir, metrics)
+    write_json(layout.baseline_metrics, {"enabled": True, **metrics})
+    shutil.rmtree(work, ignore_errors=True)
     return metrics
 
 
@@ -138,10 +158,11 @@ def stage_register(params: Params, layout: Layout) -> dict:
     from loraops.registry import log_and_register
 
     _require(layout.adapter_dir, layout.train_metrics, layout.eval_metrics, layout.train_curve)
-    curve = list(csv.DictReader(layout.train_curve.open()))
-    curve = [{"step": int(r["step"]), "train_loss": float(r["train_loss"])} for r in curve]
+    from loraops.train_outputs import read_curve
+
     result = log_and_register(layout, params, read_json(layout.train_metrics), read_json(layout.eval_metrics),
-                              curve, read_json(layout.base_model_dir / INFO_FILE))
+                              read_curve(layout.train_curve, "train_loss"), read_json(layout.base_model_dir / INFO_FILE),
+                              val_curve=read_curve(layout.val_curve, "val_loss"))
     write_json(layout.registration, result)
     return result
 
@@ -149,7 +170,7 @@ def stage_register(params: Params, layout: Layout) -> dict:
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
     "base_model": stage_base_model, "ingest": stage_ingest, "validate": stage_validate, "prepare": stage_prepare,
-    "train": stage_train, "evaluate": stage_evaluate, "register": stage_register,
+    "train": stage_train, "baseline": stage_baseline, "evaluate": stage_evaluate, "register": stage_register,
 }
 PIPELINE = tuple(STAGES)
 

@@ -2,16 +2,21 @@
 
 ``lora=None`` means full fine-tuning through the same code, so adapters and the full fine-tune differ
 only in what is trainable. The loss covers the answer tokens only: the prompt is masked with -100.
+Checkpoints (see :mod:`loraops.checkpoints`) make a re-run after a crash resume where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from loraops.checkpoints import fingerprint, latest_complete, manifest_callback, run_dir_for, step_of
 from loraops.config import LoraParams, TrainParams
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
 
@@ -48,13 +53,26 @@ class CompletionCollator:
 
 
 def peak_memory_mb() -> float:
-    """Peak RSS of this process on CPU, or peak allocated CUDA memory on a GPU."""
+    """Peak RSS of this process on CPU (its whole life, model loading included), or peak allocated CUDA memory."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def current_memory_mb() -> float:
+    """RSS now on CPU (Linux), or allocated CUDA memory now: the baseline that peak memory is compared with."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated() / 2**20
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return float("nan")
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
@@ -66,47 +84,102 @@ def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
     if lora is None:
         return model
     if quantized:
-        # Casts norms to fp32 and enables input grads so LoRA gradients flow through frozen 4-bit layers;
-        # gradient checkpointing costs ~30 % speed and is not needed at these sizes.
+        # Casts norms to fp32 and enables input grads so LoRA gradients flow through frozen 4-bit layers.
+        # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, lora_config(lora))
 
 
-def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
-          work_dir: Path, lora: LoraParams | None) -> tuple[Any, dict[str, Any], list[dict[str, float]]]:
-    """Train and return (model, metrics, loss curve rows). Checkpoints go under ``work_dir``."""
+def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluate: bool, save: bool,
+                       learning_rate: float | None = None) -> Any:
+    """The pipeline's Trainer configuration (the benchmark times exactly this)."""
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments
 
+    steps = {"max_steps": params.max_steps} if params.max_steps else {"num_train_epochs": params.epochs}
+    eval_every = evaluate and params.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(output_dir), **steps, per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=learning_rate or params.learning_rate, warmup_steps=params.warmup_steps,
+        lr_scheduler_type=params.lr_scheduler, logging_steps=params.logging_steps,
+        eval_strategy="steps" if eval_every else "no", eval_steps=params.eval_steps if eval_every else None,
+        save_strategy="steps" if save else "no", save_steps=params.save_steps if save else None,
+        save_total_limit=params.save_total_limit, restore_callback_states_from_checkpoint=save,
+        metric_for_best_model="eval_loss" if eval_every else None, greater_is_better=False,
+        load_best_model_at_end=False, report_to=[], seed=seed, data_seed=seed, use_cpu=device() != "cuda",
+        bf16=compute_dtype() == torch.bfloat16, activation_checkpointing=params.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
+        # The NaN filter checks the loss every step (a device sync on GPU) and hides divergence; off.
+        logging_nan_inf_filter=False, dataloader_num_workers=0, disable_tqdm=not params.progress_bar)
+
+
+def run_key(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
+            lora: LoraParams | None, learning_rate: float | None) -> str:
+    """Fingerprint of everything that shapes the training trajectory: checkpoints resume only on a match."""
+    data = hashlib.sha256(json.dumps([splits["train"], splits["val"]], sort_keys=True).encode()).hexdigest()
+    payload = {"train": params.model_dump(exclude={"progress_bar", "merge_tolerance"}), "seed": seed,
+               "max_length": max_length, "lora": lora.model_dump() if lora else None, "data": data,
+               "learning_rate": learning_rate, "device": device()}
+    return fingerprint(payload, [base_dir / "config.json", *base_dir.glob("*.safetensors")])
+
+
+def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
+          work_dir: Path, lora: LoraParams | None, *, callbacks: list[Any] | None = None,
+          checkpoints: bool = True, resume: bool = True,
+          learning_rate: float | None = None) -> tuple[Any, dict[str, Any], list[dict[str, float]]]:
+    """Train and return (model, metrics, curve rows ``{step, train_loss}``; ``metrics['val_curve']`` holds
+    ``{step, val_loss}``).
+
+    With ``checkpoints`` (and ``params.save_steps``) checkpoints go to ``work_dir/run-<fingerprint>/`` and,
+    with ``resume``, a re-run continues from the last complete one. ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects (e.g. pruning on ``on_evaluate``'s ``eval_loss``).
+    ``learning_rate`` overrides ``params.learning_rate`` (the baseline's own rate).
+    """
+    import torch
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    memory_before = current_memory_mb()
     set_seed(seed)
     tokenizer = load_tokenizer(base_dir)
     encode = lambda rows: [encode_example(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]  # noqa: E731
     train_set, val_set = encode(splits["train"]), encode(splits["val"])
     model = build_model(base_dir, params.method, lora)
     trainable, total = count_parameters(model)
-    on_gpu = device() == "cuda"
-    args = TrainingArguments(
-        output_dir=str(work_dir), max_steps=params.max_steps, per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.gradient_accumulation_steps,
-        learning_rate=params.learning_rate, warmup_steps=params.warmup_steps, lr_scheduler_type="cosine",
-        logging_steps=params.logging_steps, save_strategy="no", eval_strategy="no", report_to=[],
-        seed=seed, data_seed=seed, use_cpu=not on_gpu, bf16=compute_dtype() == torch.bfloat16,
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False)
+    save = checkpoints and params.save_steps is not None
+    resume_from = None
+    output_dir = Path(work_dir)
+    if save:
+        output_dir = run_dir_for(output_dir, run_key(base_dir, splits, params, seed, max_length, lora, learning_rate))
+        resume_from = latest_complete(output_dir) if resume else None
+    extra = [manifest_callback()] if save else []
+    if params.early_stopping_patience is not None:
+        extra.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
+    args = training_arguments(params, seed, output_dir, evaluate=True, save=save, learning_rate=learning_rate)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                      data_collator=CompletionCollator(tokenizer.pad_token_id))
+                      data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks or []))
+    start_step = step_of(resume_from) if resume_from else 0
     started = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - started
     val_loss = trainer.evaluate()["eval_loss"]
-    seen = params.max_steps * params.batch_size * params.gradient_accumulation_steps
+    state = trainer.state
+    steps_now = state.global_step - start_step
     mean_len = sum(len(x["input_ids"]) for x in train_set) / len(train_set)
-    curve = [{"step": h["step"], "train_loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    seen = steps_now * params.batch_size * params.gradient_accumulation_steps
+    curve = [{"step": h["step"], "train_loss": h["loss"]} for h in state.log_history if "loss" in h]
+    val_curve = sorted({h["step"]: h["eval_loss"] for h in state.log_history if "eval_loss" in h}.items())
     metrics = {
-        "train_loss": result.training_loss, "val_loss": val_loss, "steps": trainer.state.global_step,
+        "train_loss": result.training_loss, "val_loss": val_loss, "steps": state.global_step,
+        "planned_steps": state.max_steps, "stopped_early": state.global_step < state.max_steps,
+        "best_val_loss": state.best_metric, "resumed_from_step": start_step,
         "trainable_params": trainable, "total_params": total, "trainable_share": trainable / total,
-        "train_seconds": wall, "tokens_per_second": seen * mean_len / wall, "peak_memory_mb": peak_memory_mb(),
+        "train_seconds": wall, "tokens_per_second": seen * mean_len / wall if steps_now else None,
+        "peak_memory_mb": peak_memory_mb(), "memory_before_train_mb": memory_before,
         "method": "full" if lora is None else params.method, "device": device(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "learning_rate": learning_rate or params.learning_rate,
+        "val_curve": [{"step": s, "val_loss": v} for s, v in val_curve],
     }
     return model, metrics, curve
-
