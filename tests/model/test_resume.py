@@ -84,29 +84,34 @@ def test_torn_checkpoint_is_skipped_with_a_warning_and_the_previous_one_used(tin
     assert abs(again["val_loss"] - first["val_loss"]) < LOSS_TOLERANCE
 
 
-@pytest.mark.parametrize("damage", ["flip_byte", "no_manifest", "missing_file"])
-def test_each_kind_of_damage_is_detected(tiny_base, splits, tmp_path, damage):
+def test_each_kind_of_damage_is_detected(tiny_base, splits, tmp_path):
+    import shutil
+
     params = TrainParams(**{**PARAMS, "max_steps": 2, "save_steps": 2, "eval_steps": None,
                             "early_stopping_patience": None})
-    train(tiny_base, splits, params, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
-    checkpoint = next(tmp_path.glob("run-*/checkpoint-2"))
-    target = checkpoint / "optimizer.pt"
-    if damage == "flip_byte":
-        data = bytearray(target.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        target.write_bytes(bytes(data))
-    elif damage == "no_manifest":
-        (checkpoint / MANIFEST).unlink()
-    else:
-        target.unlink()
-    assert problem_with(checkpoint) is not None
+    train(tiny_base, splits, params, 2, 384, tmp_path / "work", LoraParams(r=2, alpha=4))
+    intact = next(tmp_path.glob("work/run-*/checkpoint-2"))
+    assert problem_with(intact) is None
+    for damage, expected in [("flip_byte", "sha256"), ("no_manifest", "no manifest"), ("missing_file", "missing")]:
+        checkpoint = shutil.copytree(intact, tmp_path / damage / "checkpoint-2")
+        target = checkpoint / "optimizer.pt"
+        if damage == "flip_byte":
+            data = bytearray(target.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            target.write_bytes(bytes(data))
+        elif damage == "no_manifest":
+            (checkpoint / MANIFEST).unlink()
+        else:
+            target.unlink()
+        assert expected in (problem_with(checkpoint) or ""), damage
 
 
 def test_changed_input_never_resumes_a_stale_run(tiny_base, splits, tmp_path):
-    params = TrainParams(**{**PARAMS, "max_steps": 4, "eval_steps": None, "early_stopping_patience": None})
+    params = TrainParams(**{**PARAMS, "max_steps": 2, "save_steps": 2, "eval_steps": None,
+                            "early_stopping_patience": None})
     train(tiny_base, splits, params, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
     old = {p.name for p in tmp_path.glob("run-*")}
     changed = params.model_copy(update={"learning_rate": 5e-3})
     _, metrics, _ = train(tiny_base, splits, changed, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
-    assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 4
+    assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 2
     assert {p.name for p in tmp_path.glob("run-*")}.isdisjoint(old)  # the stale run was removed

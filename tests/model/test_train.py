@@ -57,6 +57,37 @@ def test_lora_none_is_full_fine_tuning_through_the_same_code(tiny_base, splits, 
 
 
 def test_same_seed_gives_the_same_loss(tiny_base, splits, tmp_path):
-    params = TrainParams(method="lora", max_steps=3, batch_size=4, warmup_steps=0, logging_steps=1)
-    runs = [train(tiny_base, splits, params, 5, 384, tmp_path / str(i), LoraParams(r=2, alpha=4))[2] for i in range(2)]
-    assert runs[0] == runs[1]
+    params = TrainParams(method="lora", max_steps=4, batch_size=4, warmup_steps=0, logging_steps=1, eval_steps=2)
+    runs = [train(tiny_base, splits, params, 5, 384, tmp_path / str(i), LoraParams(r=2, alpha=4)) for i in range(2)]
+    assert runs[0][2] == runs[1][2]  # train losses, step by step
+    assert runs[0][1]["val_curve"] == runs[1][1]["val_curve"] and len(runs[0][1]["val_curve"]) == 2
+
+
+def test_eval_every_n_steps_reaches_callbacks_and_early_stopping_stops(tiny_base, splits, tmp_path):
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):  # what a search trial's pruning callback receives
+        losses: list = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.losses.append((state.global_step, metrics["eval_loss"]))
+
+    # An improvement must beat 10 nats to count, so the second evaluation already exhausts patience 1.
+    params = TrainParams(method="lora", max_steps=20, batch_size=4, warmup_steps=0, logging_steps=1, eval_steps=2,
+                         early_stopping_patience=1, early_stopping_min_delta=10.0, save_steps=None)
+    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4), callbacks=[Seen()])
+    assert metrics["steps"] == 4 and metrics["planned_steps"] == 20 and metrics["stopped_early"]
+    assert [s for s, _ in Seen.losses] == [2, 4, 4]  # every 2 steps, then the final evaluation
+    assert [r["step"] for r in metrics["val_curve"]] == [2, 4]
+    assert metrics["val_loss"] == pytest.approx(Seen.losses[-1][1])
+    assert not list(tmp_path.glob("run-*"))  # save_steps null: no checkpoints written
+
+
+def test_epochs_budget_and_scheduler(tiny_base, splits, tmp_path):
+    params = TrainParams(method="lora", max_steps=None, epochs=1, batch_size=16, lr_scheduler="linear",
+                         warmup_steps=0, logging_steps=1, eval_steps=None, early_stopping_patience=None,
+                         save_steps=None)
+    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4))
+    assert metrics["steps"] == -(-len(splits["train"]) // 16)  # one pass over the data
+    with pytest.raises(ValueError, match="exactly one of train.max_steps and train.epochs"):
+        TrainParams(max_steps=10, epochs=1)
