@@ -3,7 +3,7 @@
 Each method runs in a fresh subprocess so peak memory is its own. All methods see the same examples in the
 same order, with the same batch size and sequence length (rows padded/truncated to ``--seq`` tokens).
 
-    python bench/bench_train.py --base models/base --out bench/results/train_cpu.json
+    flock /work/heavy.lock python bench/bench_train.py --base models/base --out bench/results/train_cpu_b8_s128.json
     python bench/bench_train.py --base DIR --init-from-config   # same architecture, random weights (GPU hosts
                                                                 # that cannot receive the 540 MB weights)
 """
@@ -38,32 +38,65 @@ def synthetic_rows(tokenizer, n: int, seq: int) -> list[dict]:
     return out
 
 
+class StepClock:
+    """End time of every optimiser step, so steady-state throughput excludes the one-off first step."""
+
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def tick(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
+
+
 def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int) -> dict:
+    """One method in this (fresh) process. ``method`` is qlora, lora or full, with ``-gc`` for activation
+    checkpointing. Memory: RSS on CPU (VmHWM, reset after loading), allocated bytes on CUDA."""
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback
 
-    from loraops.config import LoraParams
+    from loraops.train import current_memory_mb, peak_memory_mb, reset_peak_memory
+
+    after_import = current_memory_mb()  # the libraries imported, no model loaded yet
+
+    from loraops.config import LoraParams, TrainParams
     from loraops.modeling import compute_dtype, count_parameters, device, load_tokenizer
-    from loraops.train import CompletionCollator, build_model, peak_memory_mb
+    from loraops.train import CompletionCollator, build_model, training_arguments
 
+    kind, _, gc = method.partition("-")
     torch.manual_seed(0)
     tokenizer = load_tokenizer(Path(base))
     data = synthetic_rows(tokenizer, steps * batch, seq)
-    lora = None if method == "full" else LoraParams()
-    model = build_model(Path(base), "qlora" if method == "qlora" else "lora", lora)
+    lora = None if kind == "full" else LoraParams()
+    model = build_model(Path(base), "qlora" if kind == "qlora" else "lora", lora)
     trainable, total = count_parameters(model)
+    load_peak, after_load = peak_memory_mb(), current_memory_mb()
+    reset_peak_memory()
     collate = CompletionCollator(tokenizer.pad_token_id)
     bf16 = compute_dtype() == torch.bfloat16
+    clock = StepClock()
     started = time.perf_counter()
     if loop == "pipeline":
+        # The pipeline's own TrainingArguments (loraops.train.training_arguments), no eval and no checkpoints.
+        params = TrainParams(method="qlora" if kind == "qlora" else "lora", max_steps=steps, batch_size=batch,
+                             learning_rate=1e-4, warmup_steps=0, eval_steps=None, early_stopping_patience=None,
+                             save_steps=None, progress_bar=False, gradient_checkpointing=gc == "gc")
+
+        class Tick(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.tick()
+
         with tempfile.TemporaryDirectory() as work:
-            args = TrainingArguments(output_dir=work, max_steps=steps, per_device_train_batch_size=batch,
-                                     learning_rate=1e-4, lr_scheduler_type="constant", logging_steps=steps,
-                                     save_strategy="no", report_to=[], use_cpu=device() == "cpu", bf16=bf16,
-                                     remove_unused_columns=False, disable_tqdm=True, seed=0, data_seed=0)
-            # No shuffle difference matters: every row has the same length.
-            Trainer(model=model, args=args, train_dataset=data, data_collator=collate).train()
+            args = training_arguments(params, 0, Path(work), evaluate=False, save=False)
+            Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Tick()]).train()
     else:
+        if gc == "gc":
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         model.train()
         for step in range(steps):
@@ -73,9 +106,10 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+            clock.tick()
+    seconds = clock.ends[-1] - started
+    steady = (clock.ends[-1] - clock.ends[0]) / (len(clock.ends) - 1) if len(clock.ends) > 1 else None
+    train_peak = peak_memory_mb()
     adapter_bytes = None
     if lora is not None:
         with tempfile.TemporaryDirectory() as out:
@@ -83,8 +117,13 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
             adapter_bytes = sum(p.stat().st_size for p in Path(out).glob("*.safetensors"))
     return {"method": method, "loop": loop, "steps": steps, "batch": batch, "seq": seq, "seconds": seconds,
             "seconds_per_step": seconds / steps, "tokens_per_second": steps * batch * seq / seconds,
-            "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "total_params": total,
-            "adapter_bytes": adapter_bytes, "device": device(), "compute_dtype": str(compute_dtype())}
+            "steady_seconds_per_step": steady,
+            "steady_tokens_per_second": batch * seq / steady if steady else None,
+            "memory_after_import_mb": after_import, "memory_after_load_mb": after_load,
+            "peak_memory_loading_mb": load_peak, "peak_memory_mb": max(train_peak, after_load),
+            "peak_memory_over_import_mb": max(train_peak, after_load) - after_import,
+            "trainable_params": trainable, "total_params": total, "adapter_bytes": adapter_bytes,
+            "gradient_checkpointing": gc == "gc", "device": device(), "compute_dtype": str(compute_dtype())}
 
 
 def init_from_config(base: Path) -> Path:
@@ -99,15 +138,22 @@ def init_from_config(base: Path) -> Path:
     return out
 
 
+def ratio(by: dict, key: str, num: tuple, den: tuple) -> float | None:
+    if num in by and den in by and by[num][key] and by[den][key]:
+        return by[num][key] / by[den][key]
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
     parser.add_argument("--init-from-config", action="store_true")
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--methods", default="qlora,lora,full")
-    parser.add_argument("--loops", default="pipeline,bare")
+    parser.add_argument("--runs", default="qlora:pipeline,qlora:bare,lora:pipeline,full:pipeline,"
+                                          "qlora-gc:pipeline,lora-gc:pipeline,full-gc:pipeline",
+                        help="method:loop pairs; method qlora|lora|full, '-gc' adds activation checkpointing")
     parser.add_argument("--out", required=True)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: method:loop, run in this process
     args = parser.parse_args()
@@ -117,29 +163,33 @@ def main() -> None:
         return
     base = init_from_config(Path(args.base)) if args.init_from_config else Path(args.base)
     results = []
-    for method in args.methods.split(","):
-        for loop in args.loops.split(",") if method == "qlora" else ["pipeline"]:
-            cmd = [sys.executable, __file__, "--base", str(base), "--steps", str(args.steps), "--batch",
-                   str(args.batch), "--seq", str(args.seq), "--out", "-", "--one", f"{method}:{loop}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"{method}:{loop} failed:\n{proc.stderr[-3000:]}")
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(json.dumps(results[-1]), flush=True)
+    for run in args.runs.split(","):
+        cmd = [sys.executable, __file__, "--base", str(base), "--steps", str(args.steps), "--batch",
+               str(args.batch), "--seq", str(args.seq), "--out", "-", "--one", run]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{run} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), flush=True)
     by = {(r["method"], r["loop"]): r for r in results}
     base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
     summary = {"base_model_bytes": base_bytes,
-               "weights": "random init, SmolLM2-135M architecture" if args.init_from_config else "real"}
-    if ("qlora", "bare") in by:
-        summary["pipeline_vs_bare_throughput"] = (by[("qlora", "pipeline")]["tokens_per_second"]
-                                                  / by[("qlora", "bare")]["tokens_per_second"])
-    if ("full", "pipeline") in by:
-        full = by[("full", "pipeline")]["peak_memory_mb"]
-        summary.update({f"{m}_peak_memory_vs_full": by[(m, "pipeline")]["peak_memory_mb"] / full
-                        for m in ("qlora", "lora") if (m, "pipeline") in by})
+               "weights": "random init, SmolLM2-135M architecture" if args.init_from_config else "real",
+               # Steady state: steps 2..N (the first step builds the optimizer and warms caches in both loops).
+               "pipeline_vs_bare_throughput": ratio(by, "steady_tokens_per_second", ("qlora", "pipeline"),
+                                                    ("qlora", "bare")),
+               "pipeline_vs_bare_throughput_incl_first_step": ratio(by, "tokens_per_second", ("qlora", "pipeline"),
+                                                                     ("qlora", "bare"))}
+    for suffix in ("", "-gc"):
+        for method in ("qlora", "lora"):
+            for key, name in (("peak_memory_mb", "peak_memory"), ("peak_memory_over_import_mb", "peak_over_import")):
+                value = ratio(by, key, (method + suffix, "pipeline"), ("full" + suffix, "pipeline"))
+                if value is not None:
+                    summary[f"{method}{suffix.replace('-', '_')}_{name}_vs_full{suffix.replace('-', '_')}"] = value
     if ("qlora", "pipeline") in by and by[("qlora", "pipeline")]["adapter_bytes"]:
         summary["adapter_to_base_size"] = by[("qlora", "pipeline")]["adapter_bytes"] / base_bytes
-    report = {"benchmark": "train", "machine": machine_info(), "summary": summary, "runs": results}
+    report = {"benchmark": "train", "machine": machine_info(), "command": " ".join(sys.argv),
+              "summary": summary, "runs": results}
     text = json.dumps(report, indent=2)
     if args.out == "-":
         print(text)

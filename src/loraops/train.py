@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
 import sys
 import time
@@ -52,27 +51,51 @@ class CompletionCollator:
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
 
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak: CUDA's counter, or on Linux the RSS high-water mark (so one process running two
+    stages, like the Prefect flow, measures each on its own)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the peak falls back to the process lifetime (ru_maxrss)
+
+
 def peak_memory_mb() -> float:
-    """Peak RSS of this process on CPU (its whole life, model loading included), or peak allocated CUDA memory."""
+    """Peak RSS on CPU since :func:`reset_peak_memory` (VmHWM), or peak allocated CUDA memory."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
 def current_memory_mb() -> float:
-    """RSS now on CPU (Linux), or allocated CUDA memory now: the baseline that peak memory is compared with."""
+    """RSS now on CPU, or allocated CUDA memory now: the baseline a peak is compared with."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.memory_allocated() / 2**20
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
-        return float("nan")
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    rss = _proc_status_mb("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
@@ -139,8 +162,7 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     import torch
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory()
     memory_before = current_memory_mb()
     set_seed(seed)
     tokenizer = load_tokenizer(base_dir)
