@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -175,7 +176,11 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     output_dir = Path(work_dir)
     if save:
         output_dir = run_dir_for(output_dir, run_key(base_dir, splits, params, seed, max_length, lora, learning_rate))
-        resume_from = latest_complete(output_dir) if resume else None
+        if resume:
+            resume_from = latest_complete(output_dir)
+        else:  # a fresh start must not leave older checkpoints of this fingerprint to be mixed with its own
+            shutil.rmtree(output_dir)
+            output_dir.mkdir(parents=True)
     extra = [manifest_callback()] if save else []
     if params.early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
