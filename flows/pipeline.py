@@ -62,9 +62,9 @@ def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     else:
         record_in_dvc_lock(str(layout.root))
     registered = results["register"]
+    report = layout.eval_report.read_text() if layout.eval_report.is_file() else ""
     create_markdown_artifact(
         key="loraops-run", description="loraops pipeline result",
         markdown=(f"# loraops run\n\nRegistered **{registered['model_name']}** version {registered['version']} "
-                  f"(MLflow run `{registered['run_id']}`).\n\n| model | accuracy |\n|---|---|\n"
-                  + "".join(f"| {m} | {s['accuracy']:.3f} |\n" for m, s in results["evaluate"]["models"].items())))
+                  f"(MLflow run `{registered['run_id']}`).\n\n{report}"))
     return results

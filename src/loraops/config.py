@@ -161,6 +161,34 @@ class EvalParams(_Group):
     max_items: int | None = Field(None, ge=1)
     # Evaluate the base model through the same evaluator, for an honest before/after.
     compare_base: bool = True
+    # Issue 6: what is scored, and how honestly. 'label' answers are normalised labels (exact match,
+    # macro-F1); 'text' answers are free text (ROUGE-L). Perplexity of the reference answers fits both.
+    task: Literal["label", "text"] = "label"
+    metrics: list[Literal["accuracy", "macro_f1", "rouge_l", "perplexity"]] | None = None  # None: per task
+    headline: Literal["accuracy", "macro_f1", "rouge_l"] | None = None  # None: accuracy | rouge_l per task
+    max_new_tokens: int | None = Field(None, ge=1)  # None: longest reference answer + 2 tokens
+    compare_full: bool = True  # also score models/full when the baseline stage produced it
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    bootstrap_seed: int = 0
+    retention: bool = True  # score every model on the built-in retention set (forgetting)
+    retention_max_new_tokens: int = Field(24, ge=1)
+    cache_base: bool = True  # reuse the base model's scores while base model, test data and eval params match
+
+    def metric_names(self) -> list[str]:
+        defaults = ["accuracy", "macro_f1", "perplexity"] if self.task == "label" else ["rouge_l", "perplexity"]
+        return list(dict.fromkeys(self.metrics if self.metrics is not None else defaults))
+
+    def headline_metric(self) -> str:
+        return self.headline or ("accuracy" if self.task == "label" else "rouge_l")
+
+    @model_validator(mode="after")
+    def _headline_is_scored(self) -> "EvalParams":
+        if self.headline_metric() not in self.metric_names():
+            raise ValueError(f"eval.headline {self.headline_metric()!r} is not in eval.metrics {self.metric_names()}")
+        if self.task == "text" and "macro_f1" in self.metric_names():
+            raise ValueError("eval.metrics: macro_f1 needs label answers (eval.task: label)")
+        return self
 
 
 class RegistryParams(_Group):

@@ -88,6 +88,24 @@ class Layout:
     def eval_metrics(self) -> Path:
         return self.root / "metrics" / "eval.json"
 
+    # Issue 4's baseline stage writes these (same names as its contract); evaluate reads them.
+    @property
+    def full_model_dir(self) -> Path:
+        return self.root / "models" / "full"
+
+    @property
+    def baseline_metrics(self) -> Path:
+        return self.root / "metrics" / "baseline.json"
+
+    # Issue 6: the evaluation report (markdown) and confusion matrix of the adapter on label tasks.
+    @property
+    def eval_report(self) -> Path:
+        return self.root / "reports" / "eval" / "report.md"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.root / "plots" / "confusion.csv"
+
     @property
     def predictions(self) -> Path:
         return self.root / "data" / "eval" / "predictions.jsonl"

@@ -100,6 +100,8 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
         mlflow.log_artifacts(str(layout.adapter_dir), artifact_path="adapter")
         for path in (layout.train_metrics, layout.eval_metrics, layout.train_curve, layout.validation_summary):
             mlflow.log_artifact(str(path), artifact_path="reports")
+        if layout.eval_report.parent.is_dir():  # issue 6: report.md, per-label scores, confusion matrix, retention
+            mlflow.log_artifacts(str(layout.eval_report.parent), artifact_path="reports/eval")
         log_validation(layout)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(entry), artifacts={"adapter": str(layout.adapter_dir)},

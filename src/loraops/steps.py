@@ -136,22 +136,11 @@ def stage_baseline(params: Params, layout: Layout) -> dict:
 
 
 def stage_evaluate(params: Params, layout: Layout) -> dict:
-    from loraops.evaluation import evaluate_model
+    """Base model vs adapter vs full fine-tune (when models/full exists): see loraops.comparison."""
+    from loraops.comparison import run_evaluation
 
     _require(layout.adapter_dir, layout.prepared_dir)
-    rows = load_splits(layout)["test"][: params.eval.max_items]
-    candidates = {"adapter": layout.adapter_dir, **({"base": None} if params.eval.compare_base else {})}
-    results, items = {}, []
-    for name, adapter in candidates.items():
-        metrics, predictions = evaluate_model(layout.base_model_dir, rows, params.eval.batch_size, layout.root, adapter)
-        results[name] = metrics
-        items += [{"model": name, **p} for p in predictions]
-    summary: dict = {"models": results, "test_items": len(rows)}
-    if "base" in results:
-        summary["accuracy_gain_over_base"] = results["adapter"]["accuracy"] - results["base"]["accuracy"]
-    write_jsonl(layout.predictions, items)
-    write_json(layout.eval_metrics, summary)
-    return summary
+    return run_evaluation(params, layout, load_splits(layout)["test"][: params.eval.max_items])
 
 
 def stage_register(params: Params, layout: Layout) -> dict:

@@ -1,0 +1,107 @@
+"""The evaluate stage on the tiny model: base vs adapter vs full fine-tune, eval.json schema, report, base cache."""
+
+import csv
+import shutil
+
+import pytest
+
+from loraops.comparison import evaluate_base_cached
+from loraops.config import EvalParams, load_params
+from loraops.evaluation import evaluate_model
+from loraops.modeling import load_base, load_tokenizer
+from loraops.project import Layout, read_json, write_json
+from loraops.steps import load_splits, run_stage
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_base):
+    from conftest import REPO, write_params
+    from loraops.train import train
+
+    root = tmp_path_factory.mktemp("comparison") / "project"
+    root.mkdir()
+    shutil.copytree(REPO / "evals", root / "evals")
+    write_params(root, tiny_base, eval={"batch_size": 32, "bootstrap_samples": 200})
+    layout = Layout(root)
+    params = load_params(layout.params_file)
+    for name in ("base_model", "ingest", "validate", "prepare", "train"):
+        run_stage(name, params, layout)
+    # What issue 4's baseline stage writes: a plain transformers folder and metrics/baseline.json.
+    model, metrics, _ = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
+                              params.prepare.max_length, layout.cache_dir / "work" / "full", None)
+    model.save_pretrained(layout.full_model_dir, safe_serialization=True)
+    load_tokenizer(layout.base_model_dir).save_pretrained(layout.full_model_dir)
+    write_json(layout.baseline_metrics, metrics)
+    summary = run_stage("evaluate", params, layout)
+    return layout, params, summary
+
+
+def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
+    layout, params, summary = evaluated
+    on_disk = read_json(layout.eval_metrics)
+    assert on_disk == summary
+    test_rows = load_splits(layout)["test"]
+    assert on_disk["headline"] == "accuracy" and on_disk["test_items"] == len(test_rows)
+    assert len(on_disk["test_set_sha256"]) == 64
+    assert set(on_disk["models"]) == {"base", "adapter", "full"}
+    for name, scores in on_disk["models"].items():
+        for key in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "perplexity", "retention",
+                    "retention_drop", "items", "seconds"):
+            assert isinstance(scores[key], (int, float)) and not isinstance(scores[key], bool), (name, key)
+        assert scores["accuracy_low"] <= scores["accuracy"] <= scores["accuracy_high"]
+        assert 0 <= scores["macro_f1"] <= 1 and scores["perplexity"] >= 1 and scores["items"] == len(test_rows)
+    models = on_disk["models"]
+    assert models["base"]["retention_drop"] == 0.0
+    assert models["adapter"]["retention_drop"] == pytest.approx(models["base"]["retention"] - models["adapter"]["retention"])
+    for key, other in (("adapter_minus_base", "base"), ("adapter_minus_full", "full")):
+        diff = on_disk["differences"][key]
+        assert diff["mean"] == pytest.approx(models["adapter"]["accuracy"] - models[other]["accuracy"])
+        assert diff["low"] <= diff["mean"] <= diff["high"]
+    gain = models["full"]["accuracy"] - models["base"]["accuracy"]
+    expected = (models["adapter"]["accuracy"] - models["base"]["accuracy"]) / gain if gain > 0 else None
+    assert on_disk["recovered_share"] == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_report_confusion_matrix_and_per_label_scores_are_written(evaluated):
+    layout, _, summary = evaluated
+    report = layout.eval_report.read_text()
+    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share"):
+        assert row in report
+    assert f"{summary['models']['adapter']['accuracy']:.3f} [" in report
+    with layout.confusion_plot.open() as handle:
+        confusion = list(csv.DictReader(handle))
+    assert len(confusion) == summary["test_items"] and set(confusion[0]) == {"actual", "predicted"}
+    per_label = read_json(layout.eval_report.parent / "per_label.json")
+    labels = read_json(layout.prepared_dir / "labels.json")
+    assert set(per_label) == {"base", "adapter", "full"} and set(per_label["adapter"]) == set(labels)
+    assert (layout.eval_report.parent / "confusion.png").stat().st_size > 1000
+    retention = (layout.eval_report.parent / "retention.jsonl").read_text().splitlines()
+    assert len(retention) == 3 * len(__import__("loraops.retention").retention.RETENTION_ITEMS)
+
+
+def test_base_evaluation_is_cached_until_test_data_or_eval_params_change(evaluated):
+    layout, params, summary = evaluated
+    assert summary["models"]["base"]["cached"] is False  # first evaluation in this project
+    rows = load_splits(layout)["test"]
+    labels = read_json(layout.prepared_dir / "labels.json")
+    ep = params.eval
+    hit = evaluate_base_cached(layout, rows, ep, labels)
+    assert hit["cached"] is True and hit["metrics"]["accuracy"] == summary["models"]["base"]["accuracy"]
+    fewer = evaluate_base_cached(layout, rows[:-1], ep, labels)
+    assert fewer["cached"] is False and fewer["metrics"]["items"] == len(rows) - 1
+    changed = ep.model_copy(update={"max_new_tokens": 3, "retention": False})
+    assert evaluate_base_cached(layout, rows[:-1], changed, labels)["cached"] is False
+    assert evaluate_base_cached(layout, rows[:-1], changed, labels)["cached"] is True
+    assert evaluate_base_cached(layout, rows[:-1], ep.model_copy(update={"cache_base": False}), labels)["cached"] is False
+
+
+def test_full_model_dir_holding_the_base_weights_scores_exactly_like_the_base_path(evaluated, tmp_path):
+    layout, params, _ = evaluated
+    rows = load_splits(layout)["test"][:10]
+    load_base(layout.base_model_dir).save_pretrained(tmp_path / "plain", safe_serialization=True)
+    ep = EvalParams(batch_size=8, retention=False)
+    base = evaluate_model(layout.base_model_dir, rows, 8, layout.root, params=ep)
+    plain = evaluate_model(layout.base_model_dir, rows, 8, layout.root, model_dir=tmp_path / "plain", params=ep)
+    assert [p["raw"] for p in base[1]] == [p["raw"] for p in plain[1]]
+    assert [p["answer_nll"] for p in base[1]] == [p["answer_nll"] for p in plain[1]]
+    assert base[0] | {"seconds": 0, "items_per_second": 0} == plain[0] | {"seconds": 0, "items_per_second": 0}
