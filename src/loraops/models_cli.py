@@ -37,9 +37,13 @@ def _fail(exc: Exception) -> None:
 
 def version_rows(client: Any, name: str) -> list[dict[str, Any]]:
     rows = []
+    # Search results leave aliases out; the registered model has the alias -> version map.
+    by_version: dict[str, list[str]] = {}
+    for alias, number in client.get_registered_model(name).aliases.items():
+        by_version.setdefault(str(number), []).append(alias)
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         tags = version.tags
-        rows.append({"version": int(version.version), "aliases": sorted(version.aliases),
+        rows.append({"version": int(version.version), "aliases": sorted(by_version.get(str(version.version), [])),
                      "accuracy": tags.get("eval.adapter.accuracy"),
                      "interval": [tags.get("eval.adapter.accuracy_low"), tags.get("eval.adapter.accuracy_high")],
                      "base": tags.get("eval.base.accuracy"), "full": tags.get("eval.full.accuracy"),
