@@ -69,19 +69,22 @@ def lineage_tags(layout: Layout, params: Params) -> dict[str, str]:
     return tags
 
 
-def dvc_pointer(path: str, md5: str) -> str:
-    """The text of a ``.dvc`` file that makes ``dvc checkout``/``dvc pull`` restore ``md5`` at ``path``."""
-    return f"outs:\n- md5: {md5}\n  path: {Path(path).name}\n  hash: md5\n"
+def dvc_pointer(name: str, md5: str) -> str:
+    """The text of a ``.dvc`` file that makes ``dvc checkout``/``dvc pull`` restore ``md5`` as ``name``
+    beside it."""
+    return f"outs:\n- md5: {md5}\n  path: {name}\n  hash: md5\n"
 
 
 def restore_pointers(tags: dict[str, str], into: Path) -> dict[str, Path]:
-    """Write one ``.dvc`` file per recorded output under ``into`` (a folder inside a DVC repository)."""
-    into.mkdir(parents=True, exist_ok=True)
+    """From a version's tags alone, write one ``.dvc`` file per recorded output under ``into`` (inside a
+    DVC repository), mirroring the project's paths; ``dvc pull``/``dvc checkout`` on them restores the bytes."""
     written = {}
     for name in ("dataset", "prepared", "adapter"):
-        if f"dvc.{name}.md5" in tags:
-            pointer = into / f"{name}-{Path(tags[f'dvc.{name}.path']).name}.dvc"
-            pointer.write_text(dvc_pointer(f"{name}-{Path(tags[f'dvc.{name}.path']).name}", tags[f"dvc.{name}.md5"]))
+        if f"dvc.{name}.md5" in tags and f"dvc.{name}.path" in tags:
+            target = into / tags[f"dvc.{name}.path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pointer = target.with_name(target.name + ".dvc")
+            pointer.write_text(dvc_pointer(target.name, tags[f"dvc.{name}.md5"]))
             written[name] = pointer
     return written
 
