@@ -70,6 +70,8 @@ def registry_lock(client: Any, name: str, ttl: float, retry: Retrier) -> Iterato
             held = client.get_registered_model(lock)
         except MlflowException:
             continue  # released between our create and this read
+        if held.tags.get("owner") == owner:
+            break  # our create went through but its answer was lost, and the retry found it
         if float(held.tags.get("expires", 0)) < time.time():
             # Its holder died: break the lock, unless it changed hands meanwhile.
             with contextlib.suppress(MlflowException):
@@ -178,6 +180,9 @@ def rollback(client: Any, name: str, params: PromoteParams, retry: Retrier) -> d
         champion, previous = alias_version(client, name, CHAMPION), alias_version(client, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name}: no 'previous' alias, nothing to roll back to")
+        if champion is not None and str(champion.version) == str(previous.version):
+            raise RegistryError(f"{name}: 'previous' and 'champion' are both version {champion.version} "
+                                "(an interrupted promotion); nothing to roll back to")
         retry(client.set_registered_model_alias, name, CHAMPION, str(previous.version))
         before = previous.tags.get("promotion.replaced")
         if before and before != str(previous.version) and _exists(client, name, before):

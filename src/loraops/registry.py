@@ -132,6 +132,8 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
     """
     import mlflow
 
+    if "adapter" not in (eval_metrics.get("models") or {}):
+        raise RegistryError(f"{layout.eval_metrics}: no 'adapter' entry under 'models'; nothing was registered")
     quiet_mlflow_http_retries()
     retry = Retrier(params.registry.retries, params.registry.backoff_seconds)
     name = params.registry.model_name
@@ -145,7 +147,7 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
     except Exception as exc:
         raise RegistryError(f"tracking server {layout.tracking_uri()}: {_first_line(exc)} "
                             f"(after {params.registry.retries} retries); nothing was registered") from None
-    run_id, version, status = run.info.run_id, None, "FAILED"
+    run_id, version, status, creating = run.info.run_id, None, "FAILED", False
     try:
         validation = read_json(layout.validation_summary)
         tags = {**git_state(layout.root), **base_model_tags(base_info), "loraops.pipeline": "true"}
@@ -157,6 +159,7 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
                         "run_id": run_id, "validation.data_docs_artifact": f"runs:/{run_id}/validation/data_docs",
                         REGISTRATION_TAG: "incomplete"}
         retry(_create_registered_model, client, name)
+        creating = True
         try:
             version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=version_tags,
                                                   model_id=info.model_id)
@@ -166,12 +169,16 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
                 retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=version_tags,
                       model_id=info.model_id)
         number = str(version.version)
-        retry(client.set_registered_model_alias, name, CHALLENGER, number)
+        # Complete before any alias points at it: an alias never names a half-registered version.
         retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
+        retry(client.set_registered_model_alias, name, CHALLENGER, number)
         promotion = promote(client, name, number, params.promote, retry)
         status = "FINISHED"
     except Exception as exc:
-        left = _undo(client, name, version, retry)
+        if version is None and creating:
+            with contextlib.suppress(Exception):
+                version = _find_version_of_run(client, name, run_id)
+        left = _undo(client, name, version, creating, retry)
         raise RegistryError(f"registration in {layout.tracking_uri()} failed: {_first_line(exc)}; {left}") from None
     finally:
         with contextlib.suppress(Exception):
@@ -191,9 +198,12 @@ def _create_registered_model(client: Any, name: str) -> None:
             raise
 
 
-def _undo(client: Any, name: str, version: Any | None, retry: Retrier) -> str:
+def _undo(client: Any, name: str, version: Any | None, creating: bool, retry: Retrier) -> str:
     """Remove a version whose registration did not finish; say what was left if the server is gone."""
     if version is None:
+        if creating:
+            return (f"a version may have been created before the server stopped answering; it is tagged "
+                    f"{REGISTRATION_TAG}=incomplete and the next run's check deletes it")
         return "no version was registered"
     number = str(version.version)
     try:

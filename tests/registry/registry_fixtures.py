@@ -119,8 +119,10 @@ class MlflowServer:
                 self.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
+    """One server for the session (each test uses its own registered model name); a test may kill and
+    restart it, on the same database, artifacts and port."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     yield server
     server.stop()

@@ -10,7 +10,7 @@ from loraops.errors import RegistryError
 from loraops.project import read_json, write_json
 from loraops.promotion import rollback
 from loraops.retrying import Retrier
-from registry_fixtures import MlflowServer, client_for, evaluation, register, trained_project  # noqa: F401
+from registry_fixtures import client_for, evaluation, mlflow_server, register, trained_project  # noqa: F401
 
 LINEAGE_TAGS = ("git.commit", "git.dirty", "dvc.dataset.md5", "dvc.prepared.md5", "dvc.adapter.md5",
                 "params.sha256", "validation.success", "validation.data_docs", "validation.data_docs_artifact",
@@ -20,8 +20,8 @@ LINEAGE_TAGS = ("git.commit", "git.dirty", "dvc.dataset.md5", "dvc.prepared.md5"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "server"])
-def store(request, trained_project, tmp_path_factory):  # noqa: F811
-    server = MlflowServer(tmp_path_factory.mktemp("server")).start() if request.param == "server" else None
+def store(request, trained_project):  # noqa: F811
+    server = request.getfixturevalue("mlflow_server") if request.param == "server" else None
     uri = server.uri if server else trained_project.local_tracking_uri()
     with pytest.MonkeyPatch.context() as patch:
         if server:
@@ -32,8 +32,6 @@ def store(request, trained_project, tmp_path_factory):  # noqa: F811
         first = register(trained_project, name, evaluation())
         yield SimpleNamespace(kind=request.param, uri=uri, name=name, first=first, client=client_for(uri),
                               layout=trained_project)
-    if server:
-        server.stop()
 
 
 def aliases(client, name) -> dict[str, str]:
@@ -114,3 +112,10 @@ def test_champion_loads_through_mlflow_offline_and_answers(store):
         assert version.status == "READY" and version.tags["loraops.registration"] == "complete"
         files = {f.path for f in store.client.list_artifacts(version.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in files
+
+
+def test_eval_json_without_an_adapter_score_registers_nothing(trained_project, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(RegistryError, match="no 'adapter' entry"):
+        register(trained_project, "bad-input", {"models": {"base": {"accuracy": 0.3}}, "test_items": 10})
+    assert client_for(trained_project.local_tracking_uri()).search_model_versions("name='bad-input'") == []

@@ -1,15 +1,14 @@
 """Against a real ``mlflow server`` process: concurrent promotions, a server killed mid-registration, and a
 server that is not there at all."""
 
-import os
 import sqlite3
-import subprocess
 import threading
 import time
 
 import pytest
+from typer.testing import CliRunner
 
-from conftest import loraops_cmd
+from loraops.cli import app
 from loraops.config import PromoteParams
 from loraops.errors import RegistryError
 from loraops.project import write_json
@@ -96,18 +95,21 @@ def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_ve
     first = register(trained_project, name, evaluation())
     write_json(trained_project.eval_metrics, evaluation(adapter=0.82))
     before = runs_in(server.db)
-    env = dict(os.environ, MLFLOW_TRACKING_URI=server.uri)
-    proc = subprocess.Popen(loraops_cmd() + ["stage", "register", "-S", f"registry.model_name={name}",
-                                             "-S", "registry.retries=2", "-S", "registry.backoff_seconds=0.2"],
-                            cwd=trained_project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    # The real `loraops stage register` command, in a thread so that this test can kill the server under it.
+    outcome = {}
+    overrides = ["-S", f"registry.model_name={name}", "-S", "registry.retries=2", "-S", "registry.backoff_seconds=0.2"]
+    command = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(
+        app, ["stage", "register", "-p", str(trained_project.params_file), *overrides])))
+    command.start()
     deadline = time.monotonic() + 120
-    while runs_in(server.db) == before and proc.poll() is None and time.monotonic() < deadline:
+    while runs_in(server.db) == before and command.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     server.kill()  # the run exists; its artifacts and version are on their way
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode != 0, out
-    assert "error: " in err and "failed" in err and "Traceback" not in err, err[-2000:]
+    command.join(timeout=180)
+    result = outcome["result"]
+    assert result.exit_code == 2, result.output
+    assert "error: registration" in result.output and "failed" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
 
     server.start()
     repaired = check_and_repair(client, name, grace_seconds=0, retry=Retrier(1, 0.1))
