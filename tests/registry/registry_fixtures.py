@@ -22,17 +22,24 @@ from loraops.steps import run_stage
 UPSTREAM = ("base_model", "ingest", "validate", "prepare", "train")
 
 
+# Test modules import these fixtures, so pytest holds one definition per module; this cache makes the
+# work (training, starting a server) happen once per session all the same.
+_SHARED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def trained_project(tmp_path_factory, tiny_base) -> Layout:
     """A copy of the repository (git + DVC) whose stages up to ``train`` ran on the tiny model; the
     tests write their own ``metrics/eval.json`` before registering."""
-    root = copy_repo(tmp_path_factory.mktemp("registry") / "project")
-    write_params(root, tiny_base)
-    layout = Layout(root)
-    params = load_params(layout.params_file)
-    for name in UPSTREAM:
-        run_stage(name, params, layout)
-    return layout
+    if "trained" not in _SHARED:
+        root = copy_repo(tmp_path_factory.mktemp("registry") / "project")
+        write_params(root, tiny_base)
+        layout = Layout(root)
+        params = load_params(layout.params_file)
+        for name in UPSTREAM:
+            run_stage(name, params, layout)
+        _SHARED["trained"] = layout
+    return _SHARED["trained"]
 
 
 def evaluation(adapter: float = 0.80, base: float = 0.30, full: float | None = 0.85, half_width: float = 0.08,
@@ -123,9 +130,10 @@ class MlflowServer:
 def mlflow_server(tmp_path_factory):
     """One server for the session (each test uses its own registered model name); a test may kill and
     restart it, on the same database, artifacts and port."""
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
-    yield server
-    server.stop()
+    if "server" not in _SHARED:
+        _SHARED["server"] = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield _SHARED["server"]
+    _SHARED["server"].stop()
 
 
 def client_for(uri: str):
