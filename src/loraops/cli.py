@@ -93,5 +93,9 @@ def ui(params_file: Path = ParamsOption, port: int = 5000, host: str = "127.0.0.
     raise typer.Exit(subprocess.call(cmd))
 
 
+from loraops.models_cli import attach as _attach_registry_commands  # noqa: E402  (issue 7)
+
+_attach_registry_commands(app)
+
 if __name__ == "__main__":
     app()

@@ -194,6 +194,38 @@ class EvalParams(_Group):
 class RegistryParams(_Group):
     experiment: str = "loraops"
     model_name: str = "loraops-demo-intent"
+    # Calls to the tracking server are retried this many times, waiting backoff_seconds * 2**attempt.
+    retries: int = Field(3, ge=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+
+
+PROMOTION_GATES = ("validation_passed", "beats_base", "recovers_full_gain", "retention", "not_worse_than_champion")
+
+
+class PromoteParams(_Group):
+    """Gates a new version must pass before the ``champion`` alias moves to it (see loraops.gates)."""
+
+    # The lower bound of the interval of (adapter - base) on the headline metric must exceed this.
+    min_gain_over_base: float = 0.0
+    # (adapter - base) / (full - base): the share of full fine-tuning's gain the adapter recovers.
+    min_recovered_share: float = Field(0.8, ge=0)
+    max_retention_drop: float = Field(0.05, ge=0)
+    # "Worse than the champion beyond noise": the upper bound of the candidate's interval plus this
+    # margin is below the champion's score on the same test set.
+    champion_margin: float = Field(0.0, ge=0)
+    # A gate whose evidence is missing (no full baseline, no retention score, a champion on another
+    # test set) fails, unless it is listed here, in which case it is recorded as skipped.
+    optional_gates: list[str] = Field(default_factory=list)
+    # A promotion holds a lock in the registry; a lock older than this is taken to be from a dead run.
+    lock_ttl_seconds: float = Field(120.0, gt=0)
+
+    @field_validator("optional_gates")
+    @classmethod
+    def _known_gates(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PROMOTION_GATES))
+        if unknown:
+            raise ValueError(f"unknown gate(s) {unknown}; gates are {list(PROMOTION_GATES)}")
+        return value
 
 
 # The stage is called 'validate', which shadows pydantic's deprecated BaseModel.validate (unused here).
@@ -210,6 +242,7 @@ class Params(_Group):
     baseline: BaselineParams = BaselineParams()
     eval: EvalParams = EvalParams()
     registry: RegistryParams = RegistryParams()
+    promote: PromoteParams = PromoteParams()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -23,3 +23,7 @@ class StageOrderError(LoraopsError):
 
 class ValidationFailed(LoraopsError):
     """The dataset failed validation; the message is the one-screen summary."""
+
+
+class RegistryError(LoraopsError):
+    """The model registry could not be reached or changed; nothing half-made was left behind."""

@@ -1,0 +1,102 @@
+"""Lineage: from a champion's tags alone DVC restores the exact dataset and adapter. And the registry
+commands of the CLI (models, promote, --force --reason, rollback, predict) on the project's SQLite store."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from loraops.cli import app
+from loraops.lineage import dvc_md5, restore_pointers
+from loraops.project import read_json
+from registry_fixtures import client_for, evaluation, register, trained_project  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def files(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(trained_project, tmp_path,  # noqa: F811
+                                                                           monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    layout = trained_project
+    assert register(layout, "lineage", evaluation())["decision"] == "champion"
+    # What `loraops run` does after the flow (and `dvc repro` after each stage): record outputs in dvc.lock.
+    dvc(layout.root, "commit", "--force", "ingest", "prepare", "train")
+    tags = client_for(layout.local_tracking_uri()).get_model_version_by_alias("lineage", "champion").tags
+    lock = {o["path"]: o["md5"] for stage in yaml.safe_load((layout.root / "dvc.lock").read_text())["stages"].values()
+            for o in stage.get("outs", [])}
+    for name in ("dataset", "prepared", "adapter"):
+        assert tags[f"dvc.{name}.md5"] == lock[tags[f"dvc.{name}.path"]], name  # the hash dvc.lock records
+    dvc(layout.root, "push", "ingest", "prepare", "train")
+
+    # A fresh DVC repository that knows only the remote and the champion's tags.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=fresh, check=True)
+    dvc(fresh, "init", "-q")
+    dvc(fresh, "remote", "add", "-d", "team", str(layout.root / ".dvc-storage"))
+    pointers = restore_pointers(tags, fresh)
+    assert set(pointers) == {"dataset", "prepared", "adapter"}
+    dvc(fresh, "pull", *[str(p.relative_to(fresh)) for p in pointers.values()])
+    for name, original in (("dataset", layout.raw_data), ("prepared", layout.prepared_dir),
+                           ("adapter", layout.adapter_dir)):
+        restored = fresh / tags[f"dvc.{name}.path"]
+        assert files(restored) == files(original), name
+        assert dvc_md5(restored) == tags[f"dvc.{name}.md5"]
+
+
+def test_registry_commands(trained_project, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = ["-p", str(trained_project.params_file)]  # registry.model_name: tiny-intent
+    client = client_for(trained_project.local_tracking_uri())
+    held = register(trained_project, "tiny-intent", evaluation(diff_low=-0.05))["version"]
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["models", "--json", *params])
+    assert listed.exit_code == 0, listed.output
+    row = next(r for r in json.loads(listed.stdout) if r["version"] == held)
+    assert row["gates"]["beats_base"] == "fail" and row["aliases"] == ["challenger"] and row["accuracy"] == "0.8000"
+    table = runner.invoke(app, ["models", *params])
+    assert "FAIL" in table.stdout and "challenger" in table.stdout
+
+    gated = runner.invoke(app, ["promote", str(held), *params])
+    assert gated.exit_code == 1 and f"version {held}: challenger" in gated.stdout
+    assert "champion" not in client.get_registered_model("tiny-intent").aliases
+    no_champion = runner.invoke(app, ["predict", "hello", *params])
+    assert no_champion.exit_code == 2 and "no champion" in no_champion.output
+    no_previous = runner.invoke(app, ["rollback", *params])
+    assert no_previous.exit_code == 2 and "no 'previous'" in no_previous.output
+    no_reason = runner.invoke(app, ["promote", str(held), "--force", *params])
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output
+
+    monkeypatch.setenv("LORAOPS_USER", "alice")
+    forced = runner.invoke(app, ["promote", str(held), "--force", "--reason", "hotfix for ticket 12", *params])
+    assert forced.exit_code == 0, forced.output
+    tags = client.get_model_version("tiny-intent", str(held)).tags
+    assert tags["promotion.forced_by"] == "alice" and tags["promotion.forced_reason"] == "hotfix for ticket 12"
+    assert tags["promotion.forced_at"] and tags["promotion.decision"] == "champion (forced)"
+    assert tags["gate.beats_base"] == "fail"  # the override is recorded next to the gate it overrode
+    assert client.get_registered_model("tiny-intent").aliases["champion"] == held
+
+    answered = runner.invoke(app, ["predict", "where is my parcel", "I want a refund", *params])
+    assert answered.exit_code == 0, answered.output
+    assert len(answered.stdout.split("\n")) == 3  # one line per text
+    assert read_json(trained_project.prepared_dir / "labels.json")  # the served labels come from here
