@@ -93,5 +93,11 @@ def ui(params_file: Path = ParamsOption, port: int = 5000, host: str = "127.0.0.
     raise typer.Exit(subprocess.call(cmd))
 
 
+# Issue 8: scheduled retraining (`loraops deploy`) and restoring a version from the DVC remote (`loraops restore`).
+from loraops.cli_team import attach as _attach_team_commands  # noqa: E402
+
+_attach_team_commands(app)
+
+
 if __name__ == "__main__":
     app()
