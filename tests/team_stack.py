@@ -21,6 +21,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 POOL = "loraops-process"
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def free_port() -> int:
@@ -162,3 +163,26 @@ class LocalStack:
                 proc.wait(timeout=10)
         if self.postgres is not None:
             self.postgres.stop()
+
+
+def committed_project(dest: Path, tiny_base: Path) -> Path:
+    """A copy of this repository using the tiny base model, committed in a fresh git repo."""
+    from conftest import copy_repo, write_params
+
+    repo = copy_repo(dest)
+    write_params(repo, tiny_base)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=repo, check=True)
+    return repo
+
+
+def trigger(client, deployment_id, count: int = 1) -> list:
+    """Create ``count`` flow runs of the deployment at once; wait until all are final; return them."""
+    ids = [client.create_flow_run_from_deployment(deployment_id).id for _ in range(count)]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        runs = [client.read_flow_run(i) for i in ids]
+        if all(r.state and r.state.type.value in FINAL for r in runs):
+            return runs
+        time.sleep(1)
+    raise TimeoutError(f"flow runs {ids} not final after 240 s")

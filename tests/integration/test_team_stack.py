@@ -16,33 +16,12 @@ import time
 import mlflow
 import pytest
 
-from conftest import copy_repo, loraops_cmd, write_params
-from team_stack import LocalStack
+from conftest import loraops_cmd
+from team_stack import LocalStack, committed_project, trigger
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "loraops-retrain/retrain"
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def committed_project(dest, tiny_base):
-    repo = copy_repo(dest)
-    write_params(repo, tiny_base)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], cwd=repo, check=True)
-    return repo
-
-
-def trigger(client, deployment_id, count: int = 1) -> list:
-    """Create ``count`` flow runs of the deployment at once; wait until all are final; return them."""
-    ids = [client.create_flow_run_from_deployment(deployment_id).id for _ in range(count)]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        runs = [client.read_flow_run(i) for i in ids]
-        if all(r.state and r.state.type.value in FINAL for r in runs):
-            return runs
-        time.sleep(1)
-    raise TimeoutError(f"flow runs {ids} not final after 240 s")
 
 
 def flow_run_text(client, run, expect: str) -> tuple[str, str]:
