@@ -89,6 +89,9 @@ def restore(run_id: str = typer.Argument(..., help="MLflow run id of a retrain (
 
     layout = Layout(root.resolve())
     try:
+        if layout.tracking_uri() == layout.local_tracking_uri() and not (layout.root / "mlflow.db").is_file():
+            raise ConfigError(f"{layout.root}: no local MLflow store (mlflow.db); set MLFLOW_TRACKING_URI to the "
+                              f"tracking server that holds run {run_id}")
         download_lock(layout, run_id)
         remote = dvc_store.pull(layout.root)
     except LoraopsError as exc:
