@@ -74,6 +74,17 @@ def test_scheduled_retrain_trains_once_then_skips_and_restores(tmp_path, tiny_ba
         assert deployment.work_pool_name == "loraops-process"
         assert client.read_work_pool("loraops-process").type == "process"
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
+        # The Kubernetes variant: the server accepts the GPU job template as the pool's base job template.
+        gpu = subprocess.run(loraops_cmd() + ["deploy", "--name", "retrain-gpu", "--root", str(repo)], cwd=repo,
+                             env=stack.env(), capture_output=True, text=True, timeout=300)
+        assert gpu.returncode == 0, gpu.stdout + gpu.stderr
+        k8s = client.read_work_pool("loraops-k8s-gpu")
+        assert k8s.type == "kubernetes"
+        container = k8s.base_job_template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+        assert "nvidia.com/gpu" in container["resources"]["limits"]
+        gpu_deployment = client.read_deployment_by_name("loraops-retrain/retrain-gpu")
+        assert gpu_deployment.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/loraops"
+        assert not any(s.active for s in gpu_deployment.schedules)
 
         (first,) = trigger(client, deployment.id)
         assert first.state.is_completed(), f"{first.state}\n{stack.logs()}"
