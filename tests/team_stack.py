@@ -157,7 +157,7 @@ class LocalStack:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in reversed(self.procs):
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=8)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
