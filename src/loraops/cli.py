@@ -97,5 +97,11 @@ from loraops.models_cli import attach as _attach_registry_commands  # noqa: E402
 
 _attach_registry_commands(app)
 
+# Issue 8: scheduled retraining (`loraops deploy`) and restoring a version from the DVC remote (`loraops restore`).
+from loraops.cli_team import attach as _attach_team_commands  # noqa: E402
+
+_attach_team_commands(app)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,147 @@
+"""Scheduled retraining: the deployment's flow (see prefect.yaml / ``loraops deploy``).
+
+It fingerprints the data source, params and base model and ends at once, training nothing, when they match
+the last successful retrain recorded in MLflow. Otherwise it runs the DAG's stages (the same tasks as the
+``loraops-pipeline`` flow), records the outputs in dvc.lock, pushes them to the DVC remote, registers the
+version and tags the MLflow run with the fingerprint and dvc.lock hashes. The push comes before the
+registration, so a registered version is always restorable; a failure anywhere undoes dvc.lock, the new
+DVC cache objects and any half-made registration, so a crashed run leaves nothing behind but its logs.
+
+Retries (with exponential backoff) only where a second try can succeed: the tracking server and the
+remote storage. Stages such as validation fail the same way every time and are not retried.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from flows.pipeline import link_data_docs, stage_task
+from loraops import dvc_store, retrain_record
+from loraops.config import Params, load_params
+from loraops.errors import ConfigError, LoraopsError
+from loraops.fingerprint import Fingerprint, compute_fingerprint
+from loraops.project import Layout
+from loraops.steps import PIPELINE, preflight, run_stage
+
+REGISTER_STAGE = "register"
+# Seconds before the first retry; then doubled. Tests shorten it through the environment.
+BACKOFF_SECONDS = float(os.environ.get("LORAOPS_RETRY_BACKOFF_SECONDS", "10"))
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry network and storage failures; never a loraops error about the input (it would fail again)."""
+    error = state.data
+    return not isinstance(error, LoraopsError) or isinstance(error, dvc_store.DvcCommandError)
+
+
+RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_SECONDS),
+           "retry_jitter_factor": 0.2, "retry_condition_fn": transient}
+
+
+@task(cache_policy=NONE)
+def fingerprint_inputs(params: Params, root: str) -> Fingerprint:
+    return compute_fingerprint(params, Layout(Path(root)))
+
+
+@task(cache_policy=NONE, **RETRIES)
+def last_success(params: Params, root: str) -> dict | None:
+    return retrain_record.last_successful_run(Layout(Path(root)), params)
+
+
+@task(cache_policy=NONE, **RETRIES)
+def registry_state(params: Params, root: str) -> list[str]:
+    return retrain_record.registered_versions(Layout(Path(root)), params)
+
+
+@task(cache_policy=NONE)
+def commit_outputs(root: str, stages: list[str]) -> dict[str, str]:
+    dvc_store.commit(Path(root), stages)
+    return dvc_store.lock_hashes(Path(root))
+
+
+@task(cache_policy=NONE, **RETRIES)
+def push_outputs(root: str) -> dict[str, str]:
+    return dvc_store.push(Path(root))
+
+
+@task(cache_policy=NONE, **RETRIES)
+def register_version(params: Params, root: str, known_versions: list[str], since_ms: int) -> dict:
+    # A previous attempt may have died half-way through registering: remove what it left first.
+    retrain_record.discard_registrations(Layout(Path(root)), params, known_versions, since_ms)
+    return run_stage(REGISTER_STAGE, params, Layout(Path(root)))
+
+
+@task(cache_policy=NONE, **RETRIES)
+def record_lineage(params: Params, root: str, registered: dict, fingerprint: Fingerprint,
+                   hashes: dict[str, str], remote: dict[str, str]) -> None:
+    retrain_record.record_success(Layout(Path(root)), params, registered, fingerprint, hashes, remote, str(flow_run.id))
+
+
+def skipped(previous: dict, fingerprint: Fingerprint) -> dict:
+    message = (f"Nothing changed since run {previous['run_id']} (model version {previous['model_version']}): "
+               f"data, params and base model fingerprints match ({fingerprint.combined[:12]}). Skipped; trained nothing.")
+    get_run_logger().info(message)
+    create_markdown_artifact(key="loraops-retrain", description="loraops retrain: skipped",
+                             markdown=f"# loraops retrain: skipped\n\n{message}\n")
+    return {"skipped": True, "previous_run_id": previous["run_id"], "fingerprint": fingerprint.combined}
+
+
+@flow(name="loraops-retrain", log_prints=True)
+def retrain(root: str = ".", force: bool = False) -> dict:
+    """Retrain when the data, params or base model changed since the last successful retrain (or ``force``)."""
+    logger = get_run_logger()
+    layout = Layout(Path(root).resolve())
+    if not dvc_store.is_dvc_project(layout.root):
+        raise ConfigError(f"{layout.root}: not a DVC project (dvc.yaml and .dvc/); retraining pushes to its remote")
+    params = load_params(layout.params_file)  # as on disk: dvc.lock must describe what ran
+    preflight(params, layout)
+    fingerprint = fingerprint_inputs(params, str(layout.root))
+    previous = last_success(params, str(layout.root))
+    changed = fingerprint.changed_since(previous["fingerprint"] if previous else None)
+    if not changed and not force:
+        return skipped(previous, fingerprint)
+    logger.info("retraining: changed %s", ", ".join(changed) or "nothing (forced)")
+    root_s, since_ms = str(layout.root), retrain_record.now_ms()
+    known_versions = registry_state(params, root_s)
+    snapshot = dvc_store.Snapshot.take(layout.root)
+    registering = False
+    try:
+        results = {}
+        for name in PIPELINE:
+            if name == REGISTER_STAGE:
+                continue
+            try:
+                results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, root_s)
+            finally:
+                if name == "validate":
+                    link_data_docs(layout)
+        commit_outputs(root_s, [s for s in PIPELINE if s != REGISTER_STAGE])
+        remote = push_outputs(root_s)
+        registering = True
+        registered = register_version(params, root_s, known_versions, since_ms)
+        hashes = commit_outputs(root_s, [REGISTER_STAGE])
+        record_lineage(params, root_s, registered, fingerprint, hashes, remote)
+    except BaseException:
+        removed = snapshot.restore()
+        logger.error("retrain failed: dvc.lock restored, %d new DVC cache object(s) removed", len(removed))
+        if registering:
+            try:
+                gone = retrain_record.discard_registrations(layout, params, known_versions, since_ms)
+                logger.error("removed half-registered model version(s): %s", ", ".join(gone) or "none")
+            except Exception as exc:  # the tracking server is down: say so, keep the original error
+                logger.error("could not clean the registry (%s); check versions after %s", exc, known_versions)
+        raise
+    create_markdown_artifact(
+        key="loraops-retrain", description="loraops retrain: new version",
+        markdown=(f"# loraops retrain: version {registered['version']}\n\nChanged: {', '.join(changed) or 'forced'}."
+                  f"\n\nMLflow run `{registered['run_id']}`; outputs pushed to DVC remote `{remote['remote']}`.\n\n"
+                  "| output | md5 |\n|---|---|\n" + "".join(f"| {p} | `{m}` |\n" for p, m in hashes.items())))
+    return {"skipped": False, "changed": changed, "registered": registered, "dvc": hashes,
+            "fingerprint": fingerprint.combined}

@@ -1,0 +1,75 @@
+"""Fingerprints of a retrain's inputs: equal when nothing that matters changed, different when it did."""
+
+import json
+import shutil
+
+import pytest
+
+from loraops.config import load_params
+from loraops.fingerprint import Fingerprint, compute_fingerprint
+from loraops.project import Layout
+
+
+def fingerprint(root, *overrides):
+    layout = Layout(root)
+    return compute_fingerprint(load_params(layout.params_file, list(overrides)), layout)
+
+
+def test_same_project_fingerprints_the_same_and_a_copy_elsewhere_too(tiny_project, tmp_path):
+    first = fingerprint(tiny_project)
+    assert fingerprint(tiny_project) == first
+    copy = shutil.copytree(tiny_project, tmp_path / "elsewhere")
+    assert fingerprint(copy).data == first.data  # content, not paths
+
+
+@pytest.mark.parametrize("override, component", [
+    ("data.demo.train_per_intent=7", "data"),
+    ("project.seed=8", "data"),
+    ("train.learning_rate=0.001", "params"),
+    ("eval.max_items=3", "params"),
+    ("registry.model_name=other", "params"),
+])
+def test_a_changed_input_changes_its_component(tiny_project, override, component):
+    before, after = fingerprint(tiny_project), fingerprint(tiny_project, override)
+    assert component in after.changed_since(before)
+    assert after.combined != before.combined
+
+
+def test_only_params_change_when_a_training_param_changes(tiny_project):
+    before, after = fingerprint(tiny_project), fingerprint(tiny_project, "train.max_steps=9")
+    assert after.changed_since(before) == ["params"]
+
+
+def test_data_file_bytes_count(tiny_project):
+    (tiny_project / "d.jsonl").write_text(json.dumps({"text": "a", "label": "x"}) + "\n")
+    before = fingerprint(tiny_project, "data.source=jsonl", "data.path=d.jsonl")
+    (tiny_project / "d.jsonl").write_text(json.dumps({"text": "b", "label": "x"}) + "\n")
+    after = fingerprint(tiny_project, "data.source=jsonl", "data.path=d.jsonl")
+    assert after.changed_since(before) == ["data"]
+
+
+def test_base_model_weights_count(tiny_project, tiny_base, tmp_path):
+    base = shutil.copytree(tiny_base, tmp_path / "base")
+    before = fingerprint(tiny_project, f"model.base={base}")
+    weights = next(base.glob("*.safetensors"))
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(payload))
+    after = fingerprint(tiny_project, f"model.base={base}")
+    assert after.changed_since(before) == ["base_model"]
+
+
+def test_builtin_and_hub_references_fingerprint_without_downloading(tiny_project):
+    builtin = fingerprint(tiny_project, "model.base=smollm2-135m-instruct")
+    hub = fingerprint(tiny_project, "model.base=org/model", "model.revision=abc")
+    moved = fingerprint(tiny_project, "model.base=org/model", "model.revision=def")
+    assert len({builtin.base_model, hub.base_model, moved.base_model}) == 3
+
+
+def test_tags_round_trip_and_partial_tags_are_no_fingerprint(tiny_project):
+    current = fingerprint(tiny_project)
+    tags = current.as_tags()
+    assert Fingerprint.from_tags(tags) == current
+    tags.pop("loraops.fingerprint.params")
+    assert Fingerprint.from_tags(tags) is None
+    assert current.changed_since(None) == ["data", "params", "base_model"]
