@@ -22,10 +22,10 @@ def _open(params_file: Path) -> tuple[Any, Any, Any, Any]:
     import mlflow
 
     from loraops.cli import _setup
-    from loraops.retrying import Retrier, quiet_mlflow_http_retries
+    from loraops.retrying import Retrier, quiet_mlflow_client
 
     params, layout = _setup(params_file, None)
-    quiet_mlflow_http_retries()
+    quiet_mlflow_client()
     client = mlflow.MlflowClient(tracking_uri=layout.tracking_uri(), registry_uri=layout.tracking_uri())
     return params, layout, client, Retrier(params.registry.retries, params.registry.backoff_seconds)
 
