@@ -38,8 +38,16 @@ def _fail(exc: Exception) -> None:
 def version_rows(client: Any, name: str) -> list[dict[str, Any]]:
     rows = []
     # Search results leave aliases out; the registered model has the alias -> version map.
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     by_version: dict[str, list[str]] = {}
-    for alias, number in client.get_registered_model(name).aliases.items():
+    for alias, number in registered.aliases.items():
         by_version.setdefault(str(number), []).append(alias)
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         tags = version.tags
