@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -35,10 +36,10 @@ def main() -> None:
 
     from loraops.config import PromoteParams
     from loraops.promotion import CHAMPION, PREVIOUS, REGISTRATION_TAG, promote
-    from loraops.retrying import Retrier, quiet_mlflow_http_retries
+    from loraops.retrying import Retrier, quiet_mlflow_client
     from registry_fixtures import MlflowServer, client_for, evaluation
 
-    quiet_mlflow_http_retries()
+    quiet_mlflow_client()
     with tempfile.TemporaryDirectory() as tmp:
         server = MlflowServer(Path(tmp)).start()
         try:
@@ -86,6 +87,7 @@ def main() -> None:
         finally:
             server.stop()
     report = {"benchmark": "promotion_concurrent", "machine": machine_info(), "mlflow": mlflow.__version__,
+              "load_average_1m_at_end": os.getloadavg()[0],  # the box is shared: read timings with this
               "candidates": len(candidates), "wall_seconds": total,
               "per_promotion_seconds": sorted(seconds.values()), "errors": errors,
               "champion": aliases[CHAMPION], "previous": aliases.get(PREVIOUS), "replaced_chain": chain,

@@ -26,4 +26,4 @@ class ValidationFailed(LoraopsError):
 
 
 class RegistryError(LoraopsError):
-    """The model registry could not be reached or changed; nothing half-made was left behind."""
+    """The model registry could not be reached or changed as asked; the message says what was left."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import Params, flatten
-from loraops.project import Layout, read_json
+from loraops.project import Layout
 
 CHUNK = 1 << 20
 
@@ -115,7 +115,3 @@ def evidence_tags(evaluation: dict, train_metrics: dict, validation: dict) -> di
 
 def base_model_tags(info: dict[str, Any]) -> dict[str, str]:
     return {f"base_model.{k}": str(info.get(k)) for k in ("id", "revision", "licence")}
-
-
-def read_optional(path: Path) -> Any:
-    return read_json(path) if path.is_file() else None

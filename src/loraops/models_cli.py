@@ -22,10 +22,10 @@ def _open(params_file: Path) -> tuple[Any, Any, Any, Any]:
     import mlflow
 
     from loraops.cli import _setup
-    from loraops.retrying import Retrier, quiet_mlflow_http_retries
+    from loraops.retrying import Retrier, quiet_mlflow_client
 
     params, layout = _setup(params_file, None)
-    quiet_mlflow_http_retries()
+    quiet_mlflow_client()
     client = mlflow.MlflowClient(tracking_uri=layout.tracking_uri(), registry_uri=layout.tracking_uri())
     return params, layout, client, Retrier(params.registry.retries, params.registry.backoff_seconds)
 
@@ -38,8 +38,16 @@ def _fail(exc: Exception) -> None:
 def version_rows(client: Any, name: str) -> list[dict[str, Any]]:
     rows = []
     # Search results leave aliases out; the registered model has the alias -> version map.
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     by_version: dict[str, list[str]] = {}
-    for alias, number in client.get_registered_model(name).aliases.items():
+    for alias, number in registered.aliases.items():
         by_version.setdefault(str(number), []).append(alias)
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
         tags = version.tags

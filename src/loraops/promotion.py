@@ -159,6 +159,8 @@ def promote(client: Any, name: str, version: str, params: PromoteParams, retry: 
             decision = CHAMPION if (ok or force_reason is not None) else CHALLENGER
             if decision == CHAMPION and not ok:
                 decision = "champion (forced)"
+            if already and not ok and force_reason is None:
+                decision = "champion (fails the gates now; `loraops rollback` demotes it)"
             record_gates(client, name, version, outcomes, decision, retry, extra)
             if not decision.startswith(CHAMPION) or already:
                 break

@@ -17,7 +17,7 @@ from loraops.errors import RegistryError
 from loraops.lineage import base_model_tags, evidence_tags, lineage_tags
 from loraops.project import Layout, read_json
 from loraops.promotion import CHALLENGER, REGISTRATION_TAG, check_and_repair, promote
-from loraops.retrying import Retrier, quiet_mlflow_http_retries
+from loraops.retrying import Retrier, quiet_mlflow_client
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -138,7 +138,7 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
 
     if "adapter" not in (eval_metrics.get("models") or {}):
         raise RegistryError(f"{layout.eval_metrics}: no 'adapter' entry under 'models'; nothing was registered")
-    quiet_mlflow_http_retries()
+    quiet_mlflow_client()
     retry = Retrier(params.registry.retries, params.registry.backoff_seconds)
     name = params.registry.model_name
     try:

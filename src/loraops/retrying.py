@@ -20,9 +20,11 @@ PERMANENT_CODES = {"RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "INVALI
                    "NOT_FOUND", "PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_STATE", "BAD_REQUEST"}
 
 
-def quiet_mlflow_http_retries() -> None:
+def quiet_mlflow_client() -> None:
+    """Our retries instead of MLflow's (unless the user set theirs), and no download progress bars."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def error_code(exc: BaseException) -> str | None:

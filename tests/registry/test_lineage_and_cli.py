@@ -67,8 +67,10 @@ def test_registry_commands(trained_project, monkeypatch):  # noqa: F811
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = ["-p", str(trained_project.params_file)]  # registry.model_name: tiny-intent
     client = client_for(trained_project.local_tracking_uri())
-    held = register(trained_project, "tiny-intent", evaluation(diff_low=-0.05))["version"]
     runner = CliRunner()
+    empty = runner.invoke(app, ["models", *params])
+    assert empty.exit_code == 0 and "tiny-intent: no versions registered" in empty.stdout
+    held = register(trained_project, "tiny-intent", evaluation(diff_low=-0.05))["version"]
 
     listed = runner.invoke(app, ["models", "--json", *params])
     assert listed.exit_code == 0, listed.output
