@@ -92,3 +92,17 @@ def test_stage_outputs_are_complete(finished_project):
     assert read_json(layout.eval_metrics)["models"].keys() == {"adapter", "base"}
     assert read_json(layout.train_metrics)["adapter_bytes"] > 0
     assert read_json(layout.registration)["version"] == results["register"]["version"]
+
+
+def test_run_holds_the_evaluation_report_and_its_interval_metrics(finished_project):
+    import mlflow
+
+    layout, results = finished_project
+    client = mlflow.MlflowClient(tracking_uri=layout.tracking_uri())
+    run_id = results["register"]["run_id"]
+    files = {a.path for a in client.list_artifacts(run_id, "reports/eval")}
+    assert {"reports/eval/report.md", "reports/eval/per_label.json", "reports/eval/retention.jsonl"} <= files
+    metrics = client.get_run(run_id).data.metrics
+    for key in ("eval.adapter.accuracy_low", "eval.adapter.accuracy_high", "eval.adapter.retention_drop",
+                "eval.base.macro_f1"):
+        assert key in metrics, key
