@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -188,7 +189,9 @@ def main() -> None:
                     summary[f"{method}{suffix.replace('-', '_')}_{name}_vs_full{suffix.replace('-', '_')}"] = value
     if ("qlora", "pipeline") in by and by[("qlora", "pipeline")]["adapter_bytes"]:
         summary["adapter_to_base_size"] = by[("qlora", "pipeline")]["adapter_bytes"] / base_bytes
-    report = {"benchmark": "train", "machine": machine_info(), "command": " ".join(sys.argv),
+    # glibc malloc settings change CPU RSS a lot (freed buffers kept vs returned): recorded with the result.
+    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    report = {"benchmark": "train", "machine": machine_info(), "command": " ".join(sys.argv), "allocator_env": allocator,
               "summary": summary, "runs": results}
     text = json.dumps(report, indent=2)
     if args.out == "-":
