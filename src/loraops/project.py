@@ -51,6 +51,25 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
+    def search_dir(self) -> Path:
+        return self.root / "models" / "search"
+
+    @property
+    def search_choice(self) -> Path:
+        """The configuration the ``train`` stage uses (written by the ``search`` stage)."""
+        return self.search_dir / "chosen.json"
+
+    @property
+    def search_plots(self) -> tuple[Path, Path]:
+        """(all trials, Pareto front) as CSV for ``dvc plots``."""
+        return self.root / "plots" / "search_trials.csv", self.root / "plots" / "search_pareto.csv"
+
+    @property
+    def search_study_dir(self) -> Path:
+        """The default Optuna SQLite study: outside every DVC out, so it survives re-runs (resume)."""
+        return self.cache_dir / "search"
+
+    @property
     def adapter_dir(self) -> Path:
         return self.root / "models" / "adapter"
 

@@ -88,6 +88,8 @@ def log_and_register(layout: Layout, params: Params, train_metrics: dict, eval_m
                          "base_model.revision": str(base_info.get("revision")),
                          "base_model.licence": str(base_info.get("licence")), "loraops.pipeline": "true"})
         mlflow.log_params(flatten(params))
+        if layout.search_choice.is_file():  # links this run to the search's parent run (issue 5)
+            mlflow.set_tag("search.run_id", str(read_json(layout.search_choice).get("mlflow_run_id")))
         metrics = numeric("train", train_metrics)
         for model_name, scores in eval_metrics["models"].items():
             metrics.update(numeric(f"eval.{model_name}", scores))

@@ -88,15 +88,28 @@ def load_splits(layout: Layout) -> dict[str, list[dict]]:
     return {name: read_jsonl(layout.prepared_dir / f"{name}.jsonl") for name in ("train", "val", "test")}
 
 
+def stage_search(params: Params, layout: Layout) -> dict:
+    from loraops.search import run_search
+
+    _require(layout.base_model_dir, layout.prepared_dir)
+    return run_search(params, layout)
+
+
 def stage_train(params: Params, layout: Layout) -> dict:
+    from loraops.config import LoraParams
     from loraops.serving import PROMPT_FILE, prompt_spec
     from loraops.train import train
 
     _require(layout.base_model_dir, layout.prepared_dir)
+    train_params = params.train
+    if layout.search_choice.is_file():  # the search stage's pick (or train's own, when search is disabled)
+        choice = read_json(layout.search_choice)
+        train_params = train_params.model_copy(update={"lora": LoraParams(**choice["lora"]),
+                                                       "learning_rate": choice["learning_rate"]})
     work = layout.cache_dir / "work" / "train"
     shutil.rmtree(work, ignore_errors=True)
-    model, metrics, curve = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
-                                  params.prepare.max_length, work, params.train.lora)
+    model, metrics, curve = train(layout.base_model_dir, load_splits(layout), train_params, params.project.seed,
+                                  params.prepare.max_length, work, train_params.lora)
     base_info = read_json(layout.base_model_dir / INFO_FILE)
     # The adapter records where its base came from by id, not by this machine's path.
     model.peft_config["default"].base_model_name_or_path = base_info["id"]
@@ -149,7 +162,7 @@ def stage_register(params: Params, layout: Layout) -> dict:
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
     "base_model": stage_base_model, "ingest": stage_ingest, "validate": stage_validate, "prepare": stage_prepare,
-    "train": stage_train, "evaluate": stage_evaluate, "register": stage_register,
+    "search": stage_search, "train": stage_train, "evaluate": stage_evaluate, "register": stage_register,
 }
 PIPELINE = tuple(STAGES)
 

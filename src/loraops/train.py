@@ -73,8 +73,13 @@ def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
 
 
 def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
-          work_dir: Path, lora: LoraParams | None) -> tuple[Any, dict[str, Any], list[dict[str, float]]]:
-    """Train and return (model, metrics, loss curve rows). Checkpoints go under ``work_dir``."""
+          work_dir: Path, lora: LoraParams | None, callbacks: list[Any] | None = None,
+          eval_steps: int | None = None) -> tuple[Any, dict[str, Any], list[dict[str, float]]]:
+    """Train and return (model, metrics, loss curve rows). Nothing is checkpointed (``save_strategy='no'``).
+
+    ``callbacks`` go to the HF Trainer; with ``eval_steps`` it evaluates on the val split every N steps,
+    so a callback's ``on_evaluate`` sees ``metrics['eval_loss']`` (the search prunes on it).
+    """
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
 
@@ -89,11 +94,12 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
         output_dir=str(work_dir), max_steps=params.max_steps, per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.gradient_accumulation_steps,
         learning_rate=params.learning_rate, warmup_steps=params.warmup_steps, lr_scheduler_type="cosine",
-        logging_steps=params.logging_steps, save_strategy="no", eval_strategy="no", report_to=[],
+        logging_steps=params.logging_steps, save_strategy="no",
+        eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, report_to=[],
         seed=seed, data_seed=seed, use_cpu=not on_gpu, bf16=compute_dtype() == torch.bfloat16,
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=False)
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
-                      data_collator=CompletionCollator(tokenizer.pad_token_id))
+                      data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=callbacks)
     started = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - started
