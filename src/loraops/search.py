@@ -166,8 +166,12 @@ def has_room(state: dict[str, int], params: Params) -> bool:
 
 def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
     """Open (or resume) the study and its MLflow parent run; call once before the workers start."""
+    from loraops.errors import StageOrderError
     from loraops.search_tracking import ensure_parent_run
 
+    for path in (layout.base_model_dir / "config.json", layout.prepared_dir / "train.jsonl"):
+        if not path.is_file():
+            raise StageOrderError(f"{path}: missing input; run the stage that produces it first")
     study = open_study(params, layout)
     parent = ensure_parent_run(layout, params, study)
     return {"study_name": study.study_name, "storage": redacted(storage_url(params, layout)),
@@ -182,7 +186,7 @@ def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any
     from loraops.search_trial import make_objective
 
     study = open_study(params, layout, worker)
-    objective = make_objective(params, layout, study)
+    objective = make_objective(params, layout, study, worker)
     ran = 0
     while True:
         fail_stale_trials(study)
@@ -204,12 +208,25 @@ def run_workers(params: Params, layout: Layout) -> list[dict[str, Any]]:
     """``search.n_jobs`` workers: in this process for one, in spawned processes (one trainer each) for more."""
     if params.search.n_jobs == 1:
         return [run_worker(params, layout, 0)]
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    with ProcessPoolExecutor(params.search.n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _spawn_pool(params.search.n_jobs) as pool:
         futures = [pool.submit(run_worker, params, layout, i) for i in range(params.search.n_jobs)]
         return [f.result() for f in futures]
+
+
+def run_worker_isolated(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any]:
+    """:func:`run_worker` in a fresh process when several run at once: the Prefect flow's worker tasks share
+    one process (threads), and two trainers must not share torch's global state (seeds, threads)."""
+    if params.search.n_jobs == 1:
+        return run_worker(params, layout, worker)
+    with _spawn_pool(1) as pool:
+        return pool.submit(run_worker, params, layout, worker).result()
+
+
+def _spawn_pool(workers: int) -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def params_choice(params: Params) -> dict[str, Any]:

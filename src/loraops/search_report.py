@@ -90,3 +90,9 @@ def write_reports(layout: Layout, results: list[TrialResult]) -> list[dict]:
     if any(r["state"] == "complete" for r in table):
         plot_png(results, png)
     return table
+
+
+def read_table(layout: Layout) -> list[dict]:
+    """The trials table as written (strings), e.g. for a Prefect table artifact."""
+    with (layout.search_dir / "trials.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))

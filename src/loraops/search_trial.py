@@ -59,7 +59,7 @@ def val_rows(params: Params, layout: Layout) -> list[dict]:
     return rows[: params.search.val_items]
 
 
-def make_objective(params: Params, layout: Layout, study: Any) -> Callable[[Any], float]:
+def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) -> Callable[[Any], float]:
     """The objective for ``study.optimize``; each call is one trial and one MLflow run nested in the search's."""
     import optuna
 
@@ -78,6 +78,7 @@ def make_objective(params: Params, layout: Layout, study: Any) -> Callable[[Any]
         trial.set_user_attr("lora", lora.model_dump())
         trial.set_user_attr("learning_rate", learning_rate)
         trial.set_user_attr("steps", 0)
+        trial.set_user_attr("worker", worker)
         # Two workers may both start the last slot: the later trial number steps back (not counted).
         state = budget_state(study, params, exclude=trial.number)
         if state["finished"] + state["running_before"] >= s.n_trials:
