@@ -43,6 +43,7 @@ def search_stage(params: Params, layout: Layout) -> dict:
     if not params.search.enabled:
         return stage_task.with_options(name="search", task_run_name="search")("search", params, str(layout.root))
     root = str(layout.root)
+    get_run_logger().info("starting stage %s (%d worker tasks)", "search", params.search.n_jobs)
     search_call_task.with_options(task_run_name="search-prepare")("prepare", params, root)
     workers = [search_worker_task.with_options(task_run_name=f"search-worker-{i}").submit(params, root, i)
                for i in range(params.search.n_jobs)]
