@@ -230,7 +230,8 @@ def _spawn_pool(workers: int) -> Any:
 
 
 def params_choice(params: Params) -> dict[str, Any]:
-    """The train group's own choice, used when the search is disabled."""
+    """The train group's own choice, used when the search is disabled (the train stage then reads its own
+    params, so this record of them never goes stale)."""
     return {"lora": params.train.lora.model_dump(), "learning_rate": params.train.learning_rate, "source": "params"}
 
 

@@ -102,8 +102,8 @@ def stage_train(params: Params, layout: Layout) -> dict:
 
     _require(layout.base_model_dir, layout.prepared_dir)
     train_params = params.train
-    if layout.search_choice.is_file():  # the search stage's pick (or train's own, when search is disabled)
-        choice = read_json(layout.search_choice)
+    choice = read_json(layout.search_choice) if layout.search_choice.is_file() else {}
+    if choice.get("source") == "search":  # the search stage's pick; disabled, train's own lora/learning_rate
         train_params = train_params.model_copy(update={"lora": LoraParams(**choice["lora"]),
                                                        "learning_rate": choice["learning_rate"]})
     work = layout.cache_dir / "work" / "train"
