@@ -61,7 +61,7 @@ def project(args: argparse.Namespace) -> Path:
     return root
 
 
-def run(root: Path, overrides: list[str]) -> dict:
+def run(root: Path, overrides: list[str], label: str) -> dict:
     from loraops.config import load_params
     from loraops.project import Layout, read_json
     from loraops.search import open_study, run_search, trial_results
@@ -71,7 +71,7 @@ def run(root: Path, overrides: list[str]) -> dict:
     choice = run_search(params, Layout(root))
     seconds = time.perf_counter() - started
     trials = trial_results(open_study(params, Layout(root)))
-    shutil.copy(root / "models" / "search" / "trials.csv", root / f"trials-{params.search.sampler}.csv")
+    shutil.copy(root / "models" / "search" / "trials.csv", root / f"trials-{label}.csv")
     return {"choice": choice, "seconds": seconds, "trials": [t.__dict__ for t in trials],
             "chosen_copy": read_json(Layout(root).search_choice)}
 
@@ -105,9 +105,9 @@ def main() -> None:
     common = [f"search.{k}={json.dumps(v)}" for k, v in space(args).items()]
     search = run(root, common + [f"search.n_trials={configs}", f"search.total_steps={grid_steps_budget // 2}",
                                  f"search.sampler={args.search_sampler}", "search.pruner=successive_halving",
-                                 f"search.reduction_factor={args.reduction_factor}"])
+                                 f"search.reduction_factor={args.reduction_factor}"], "search")
     grid = run(root, common + [f"search.n_trials={configs}", "search.total_steps=null",
-                               "search.sampler=bruteforce", "search.pruner=none"])
+                               "search.sampler=bruteforce", "search.pruner=none"], "grid")
     grid_best = max(t["metric"] for t in grid["trials"] if t["state"] == "COMPLETE")
     s_choice, g_choice = search["choice"], grid["choice"]
     summary = {
