@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,6 @@ def open_study(params: Params, layout: Layout, worker: int = 0) -> Any:
     url = storage_url(params, layout)
     # SQLite serialises writers; several workers and heartbeats wait for the lock instead of failing.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=params.search.heartbeat_seconds,
@@ -180,7 +179,7 @@ def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
 
 def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any]:
     """Run trials until ``n_trials`` have finished or the step budget is spent; safe to run in parallel."""
-    import optuna
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import fail_stale_trials
 
     from loraops.search_trial import make_objective
@@ -189,7 +188,9 @@ def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any
     objective = make_objective(params, layout, study, worker)
     ran = 0
     while True:
-        fail_stale_trials(study)
+        with warnings.catch_warnings():  # fail_stale_trials is flagged "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            fail_stale_trials(study)
         state = budget_state(study, params)
         if not has_room(state, params):
             if state["running"] == 0:
@@ -200,7 +201,6 @@ def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any
         # catch=Exception: a failing trial is recorded as FAIL and the search goes on.
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         ran += 1
-    del optuna
     return {"worker": worker, "trials_started": ran, **budget_state(study, params)}
 
 
