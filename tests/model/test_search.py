@@ -52,7 +52,7 @@ def states(study) -> dict[str, int]:
 
 
 def test_sigkill_after_two_trials_then_rerun_completes_only_the_remaining_ones(prepared, tmp_path, tiny_base):
-    root, params = project(prepared, tmp_path, tiny_base, n_trials=4)
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=3)
     layout = Layout(root)
     storage = f"sqlite:///{layout.search_study_dir / 'optuna.db'}"
     first = subprocess.Popen([*loraops_cmd(), "stage", "search"], cwd=root, stdout=subprocess.DEVNULL,
@@ -73,23 +73,23 @@ def test_sigkill_after_two_trials_then_rerun_completes_only_the_remaining_ones(p
         time.sleep(0.2)
     killed_at = time.time()
     before = {t.number: t.datetime_complete for t in study.get_trials() if t.state == TrialState.COMPLETE}
-    assert len(before) in (2, 3) and not (layout.search_choice).exists()
+    assert len(before) >= 2 and not (layout.search_choice).exists()
 
     run_stage("search", params, layout)  # the re-run (in this process: one interpreter start less)
     study = optuna.load_study(study_name=study_name(params, layout), storage=storage)
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert len(complete) == 3 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     # The trials completed before the kill were kept as they were, not run again.
     assert {t.number: t.datetime_complete for t in complete if t.number in before} == before
     rerun_trials = [t for t in complete if t.datetime_start.timestamp() >= killed_at - 1]
-    assert len(rerun_trials) == 4 - len(before)
+    assert len(rerun_trials) == 3 - len(before)
     # A trial the kill interrupted went stale: marked failed, re-queued with the same params, not counted.
     for stale in (t for t in trials if t.state == TrialState.FAIL):
         retry = [t for t in trials if t.system_attrs.get("failed_trial") == stale.number]
         assert len(retry) == 1 and retry[0].params == stale.params and retry[0].state == TrialState.COMPLETE
     choice = read_json(layout.search_choice)
-    assert choice["source"] == "search" and choice["trials"] == {"complete": 4, "pruned": 0, "fail": 0}
+    assert choice["source"] == "search" and choice["trials"] == {"complete": 3, "pruned": 0, "fail": 0}
 
 
 def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(prepared, tmp_path, tiny_base):
@@ -127,7 +127,7 @@ def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(pre
 
 
 def test_two_workers_on_one_sqlite_study_split_the_trials_without_duplicates(prepared, tmp_path, tiny_base):
-    root, params = project(prepared, tmp_path, tiny_base, n_trials=4)
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=3)
     layout = Layout(root)
     prepare_search(params, layout)
     # Worker 1 in a subprocess, worker 0 in this process once worker 1 has finished its imports.
@@ -150,10 +150,10 @@ def test_two_workers_on_one_sqlite_study_split_the_trials_without_duplicates(pre
 
     trials = open_study(params, layout).get_trials()
     counted = [t for t in trials if not t.user_attrs.get("over_budget")]
-    assert len(counted) == 4 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
     assert sum(started) == len(trials)  # every trial was started by exactly one worker
     assert {t.user_attrs["worker"] for t in counted} == {0, 1}
-    assert len({t.user_attrs["mlflow_run_id"] for t in counted}) == 4
+    assert len({t.user_attrs["mlflow_run_id"] for t in counted}) == 3
 
 
 def test_failing_trials_are_recorded_and_all_failed_is_a_clear_error(prepared, tmp_path, tiny_base):
