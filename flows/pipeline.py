@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from loraops.config import Params, load_params
@@ -19,6 +19,42 @@ from loraops.steps import PIPELINE, preflight, run_stage
 def stage_task(name: str, params: Params, root: str) -> dict:
     get_run_logger().info("starting stage %s", name)
     return run_stage(name, params, Layout(Path(root)))
+
+
+@task(cache_policy=NONE)
+def search_worker_task(params: Params, root: str, worker: int) -> dict:
+    """One of search.n_jobs workers on the shared study (the library's worker, in its own process)."""
+    from loraops.search import run_worker_isolated
+
+    return run_worker_isolated(params, Layout(Path(root)), worker)
+
+
+@task(cache_policy=NONE)
+def search_call_task(call: str, params: Params, root: str) -> dict:
+    from loraops import search
+
+    return {"prepare": search.prepare_search, "finish": search.finish_search}[call](params, Layout(Path(root)))
+
+
+def search_stage(params: Params, layout: Layout) -> dict:
+    """The search stage as n_jobs parallel Prefect tasks over one study; disabled, the plain stage task."""
+    from loraops.search_report import read_table
+
+    if not params.search.enabled:
+        return stage_task.with_options(name="search", task_run_name="search")("search", params, str(layout.root))
+    root = str(layout.root)
+    get_run_logger().info("starting stage %s (%d worker tasks)", "search", params.search.n_jobs)
+    search_call_task.with_options(task_run_name="search-prepare")("prepare", params, root)
+    workers = [search_worker_task.with_options(task_run_name=f"search-worker-{i}").submit(params, root, i)
+               for i in range(params.search.n_jobs)]
+    for worker in workers:
+        worker.result()
+    choice = search_call_task.with_options(task_run_name="search-select")("finish", params, root)
+    create_table_artifact(key="search-trials", table=read_table(layout),
+                          description=f"search trials; chosen: trial {choice['trial']} (r={choice['lora']['r']})")
+    create_markdown_artifact(key="search-choice", description="search result",
+                             markdown=(layout.search_dir / "trials.md").read_text())
+    return choice
 
 
 @task(cache_policy=NONE)
@@ -53,6 +89,9 @@ def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
     results = {}
     for name in PIPELINE:
         try:
+            if name == "search":
+                results[name] = search_stage(params, layout)
+                continue
             results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, str(layout.root))
         finally:
             if name == "validate":  # pass or fail, the Data Docs say why

@@ -156,6 +156,52 @@ class BaselineParams(_Group):
     learning_rate: float = Field(5e-5, gt=0)
 
 
+class SearchParams(_Group):
+    """The ``search`` stage: an Optuna study over LoRA rank, target modules and learning rate.
+
+    ``enabled: false`` skips the study and hands ``train``'s own ``lora`` and ``learning_rate`` on.
+    """
+
+    enabled: bool = False
+    n_trials: int = Field(8, ge=1)
+    max_steps: int = Field(30, ge=1)  # training steps of one trial that is never pruned
+    # All trials together (finished + running trials' reservations); null means n_trials * max_steps.
+    total_steps: int | None = Field(None, ge=1)
+    eval_steps: int = Field(10, ge=1)  # val loss reported to the pruner every N steps
+    ranks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
+    alpha_multiple: float = Field(2.0, gt=0)  # lora alpha = round(alpha_multiple * r)
+    target_modules: list[str] = Field(default_factory=lambda: list(TARGET_MODULE_SETS), min_length=1)
+    learning_rate: tuple[float, float] = (1e-4, 5e-3)  # log-uniform [low, high]; low == high fixes it
+    dropout: float = Field(0.05, ge=0, lt=1)
+    sampler: Literal["tpe", "random", "bruteforce"] = "tpe"
+    pruner: Literal["successive_halving", "hyperband", "none"] = "successive_halving"
+    reduction_factor: int = Field(3, ge=2)
+    # Selection: the fewest trainable parameters among trials whose metric >= best - tolerance.
+    tolerance: float = Field(0.01, ge=0)
+    val_items: int | None = Field(64, ge=1)  # val rows a trial uses (loss and accuracy); null = all
+    n_jobs: int = Field(1, ge=1)
+    storage: str | None = None  # null = SQLite under .loraops/search/; env LORAOPS_OPTUNA_STORAGE overrides
+    heartbeat_seconds: int = Field(30, ge=1)  # a RUNNING trial silent for 2x this is failed and re-queued
+    seed: int | None = None  # null = project.seed
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known_sets(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in TARGET_MODULE_SETS]
+        if unknown:
+            raise ValueError(f"unknown target module set(s) {unknown}; use {TARGET_MODULE_SETS}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchParams":
+        low, high = self.learning_rate
+        if not 0 < low <= high:
+            raise ValueError(f"learning_rate {list(self.learning_rate)}: need 0 < low <= high")
+        if self.total_steps is not None and self.total_steps < self.max_steps:
+            raise ValueError(f"total_steps {self.total_steps} < max_steps {self.max_steps}: no trial could run")
+        return self
+
+
 class EvalParams(_Group):
     batch_size: int = Field(16, ge=1)
     max_items: int | None = Field(None, ge=1)
@@ -238,6 +284,7 @@ class Params(_Group):
     data: DataParams = DataParams()
     validate: ValidateParams = ValidateParams()
     prepare: PrepareParams = PrepareParams()
+    search: SearchParams = SearchParams()
     train: TrainParams = TrainParams()
     baseline: BaselineParams = BaselineParams()
     eval: EvalParams = EvalParams()

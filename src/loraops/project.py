@@ -51,6 +51,25 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
+    def search_dir(self) -> Path:
+        return self.root / "models" / "search"
+
+    @property
+    def search_choice(self) -> Path:
+        """The configuration the ``train`` stage uses (written by the ``search`` stage)."""
+        return self.search_dir / "chosen.json"
+
+    @property
+    def search_plots(self) -> tuple[Path, Path]:
+        """(all trials, Pareto front) as CSV for ``dvc plots``."""
+        return self.root / "plots" / "search_trials.csv", self.root / "plots" / "search_pareto.csv"
+
+    @property
+    def search_study_dir(self) -> Path:
+        """The default Optuna SQLite study: outside every DVC out, so it survives re-runs (resume)."""
+        return self.cache_dir / "search"
+
+    @property
     def adapter_dir(self) -> Path:
         return self.root / "models" / "adapter"
 
@@ -88,16 +107,7 @@ class Layout:
     def eval_metrics(self) -> Path:
         return self.root / "metrics" / "eval.json"
 
-    # Issue 4's baseline stage writes these (same names as its contract); evaluate reads them.
-    @property
-    def full_model_dir(self) -> Path:
-        return self.root / "models" / "full"
-
-    @property
-    def baseline_metrics(self) -> Path:
-        return self.root / "metrics" / "baseline.json"
-
-    # Issue 6: the evaluation report (markdown) and confusion matrix of the adapter on label tasks.
+    # The evaluation report (markdown) and the adapter's confusion matrix on label tasks.
     @property
     def eval_report(self) -> Path:
         return self.root / "reports" / "eval" / "report.md"

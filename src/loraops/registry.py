@@ -104,6 +104,8 @@ def _log_run(layout: Layout, params: Params, train_metrics: dict, eval_metrics: 
     import mlflow
 
     retry(mlflow.log_params, flatten(params))
+    if layout.search_choice.is_file():  # links this run to the rank search's parent run
+        retry(mlflow.set_tag, "search.run_id", str(read_json(layout.search_choice).get("mlflow_run_id")))
     metrics = numeric("train", train_metrics)
     for model_name, scores in eval_metrics["models"].items():
         metrics.update(numeric(f"eval.{model_name}", scores))

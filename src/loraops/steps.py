@@ -86,17 +86,30 @@ def load_splits(layout: Layout) -> dict[str, list[dict]]:
     return {name: read_jsonl(layout.prepared_dir / f"{name}.jsonl") for name in ("train", "val", "test")}
 
 
+def stage_search(params: Params, layout: Layout) -> dict:
+    from loraops.search import run_search
+
+    _require(layout.base_model_dir, layout.prepared_dir)
+    return run_search(params, layout)
+
+
 def stage_train(params: Params, layout: Layout) -> dict:
+    from loraops.config import LoraParams
     from loraops.serving import PROMPT_FILE, prompt_spec
     from loraops.train import train
     from loraops.train_outputs import merge_adapter, safetensors_bytes, write_curve
 
     _require(layout.base_model_dir, layout.prepared_dir)
     splits = load_splits(layout)
+    train_params = params.train
+    choice = read_json(layout.search_choice) if layout.search_choice.is_file() else {}
+    if choice.get("source") == "search":  # the search stage's pick; disabled, train's own lora/learning_rate
+        train_params = train_params.model_copy(update={"lora": LoraParams(**choice["lora"]),
+                                                       "learning_rate": choice["learning_rate"]})
     # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
     work = layout.work_dir("train")
-    model, metrics, curve = train(layout.base_model_dir, splits, params.train, params.project.seed,
-                                  params.prepare.max_length, work, params.train.lora)
+    model, metrics, curve = train(layout.base_model_dir, splits, train_params, params.project.seed,
+                                  params.prepare.max_length, work, train_params.lora)
     val_curve = metrics.pop("val_curve")
     base_info = read_json(layout.base_model_dir / INFO_FILE)
     # The adapter records where its base came from by id, not by this machine's path.
@@ -159,7 +172,8 @@ def stage_register(params: Params, layout: Layout) -> dict:
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
     "base_model": stage_base_model, "ingest": stage_ingest, "validate": stage_validate, "prepare": stage_prepare,
-    "train": stage_train, "baseline": stage_baseline, "evaluate": stage_evaluate, "register": stage_register,
+    "search": stage_search, "train": stage_train, "baseline": stage_baseline, "evaluate": stage_evaluate,
+    "register": stage_register,
 }
 PIPELINE = tuple(STAGES)
 

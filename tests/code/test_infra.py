@@ -15,7 +15,7 @@ STACK_ENV = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "LORAOPS_DVC_REMOTE_URL",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LORAOPS_OPTUNA_STORAGE"}
 READ_BY_LIBRARIES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 # Issue 5 (rank search) reads the Optuna storage URL; until it lands no code here reads it.
-PENDING = {"LORAOPS_OPTUNA_STORAGE"}
+PENDING: set[str] = set()  # env names the stack sets before any code reads them
 SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
 
 

@@ -57,6 +57,12 @@ def test_repro_runs_every_stage_in_order_and_registers(repo):
     assert dataset_out["path"] == "data/raw/dataset.jsonl" and len(dataset_out["md5"]) == 32
     assert (repo / "metrics" / "registration.json").is_file()
     assert (repo / "mlflow.db").is_file()
+    # The search ran (tiny settings) and the registered run links to its MLflow parent run.
+    import json, mlflow
+    choice = json.loads((repo / "models" / "search" / "chosen.json").read_text())
+    run_id = json.loads((repo / "metrics" / "registration.json").read_text())["run_id"]
+    tags = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.tags
+    assert choice["source"] == "search" and tags["search.run_id"] == choice["mlflow_run_id"]
 
 
 def test_second_repro_runs_nothing(repo):

@@ -26,8 +26,10 @@ def run_loraops(cwd, *args):
 
 
 def test_loraops_run_completes_the_dag_and_registers(tiny_project):
-    stdout, output = run_loraops(tiny_project, "run", "-S", "train.max_steps=3")
+    stdout, output = run_loraops(tiny_project, "run", "-S", "train.max_steps=3", "-S", "search.n_jobs=2")
     assert re.findall(r"starting stage (\w+)", output) == list(PIPELINE)
+    # The search stage ran as two parallel worker tasks on one study.
+    assert all(re.search(rf"search-worker-{i}.*Completed", output) for i in (0, 1)), output[-4000:]
     assert "registered tiny-intent version 1" in stdout
     assert "dvc.lock left as it is" in output  # overrides are not recorded as if params.yaml said so
 

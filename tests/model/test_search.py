@@ -1,0 +1,184 @@
+"""The search stage on the tiny model: resume after SIGKILL, pruning, parallel workers, failures, the choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import loraops_cmd, write_params
+from loraops.config import load_params
+from loraops.project import Layout, read_json, read_jsonl, write_jsonl
+from loraops.search import open_study, prepare_search, run_search, run_worker, study_name
+from loraops.search_select import NoCompletedTrial
+from loraops.steps import run_stage
+
+# Plain LoRA (no 4-bit setup), one eval per step, a handful of val rows: a trial takes a few seconds.
+FAST = {"enabled": True, "max_steps": 2, "eval_steps": 1, "ranks": [2, 4], "target_modules": ["attention"],
+        "val_items": 4, "pruner": "none", "sampler": "random", "heartbeat_seconds": 1}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_base) -> Path:
+    root = tmp_path_factory.mktemp("search") / "prepared"
+    root.mkdir()
+    shutil.copytree(Path(__file__).resolve().parents[2] / "evals", root / "evals")
+    write_params(root, tiny_base)
+    params, layout = load_params(root / "params.yaml"), Layout(root)
+    for name in ("base_model", "ingest", "validate", "prepare"):
+        run_stage(name, params, layout)
+    return root
+
+
+def project(prepared: Path, tmp_path: Path, tiny_base: Path, **search) -> tuple[Path, object]:
+    root = tmp_path / "project"
+    shutil.copytree(prepared, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".loraops"))
+    write_params(root, tiny_base, search={**FAST, **search}, train={"method": "lora"})
+    return root, load_params(root / "params.yaml")
+
+
+def states(study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s.name: sum(1 for t in trials if t.state == s) for s in TrialState if any(t.state == s for t in trials)}
+
+
+def test_sigkill_after_two_trials_then_rerun_completes_only_the_remaining_ones(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=3)
+    layout = Layout(root)
+    storage = f"sqlite:///{layout.search_study_dir / 'optuna.db'}"
+    first = subprocess.Popen([*loraops_cmd(), "stage", "search"], cwd=root, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while True:
+        assert first.poll() is None, f"search ended before it was killed: {first.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "two trials did not complete in time"
+        try:
+            study = optuna.load_study(study_name=study_name(params, layout), storage=storage)
+            done = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+        except Exception:  # noqa: BLE001 - the study (KeyError) or its tables may not exist yet
+            done = []
+        if len(done) >= 2:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            break
+        time.sleep(0.2)
+    killed_at = time.time()
+    before = {t.number: t.datetime_complete for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    assert len(before) >= 2 and not (layout.search_choice).exists()
+
+    run_stage("search", params, layout)  # the re-run (in this process: one interpreter start less)
+    study = optuna.load_study(study_name=study_name(params, layout), storage=storage)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # The trials completed before the kill were kept as they were, not run again.
+    assert {t.number: t.datetime_complete for t in complete if t.number in before} == before
+    rerun_trials = [t for t in complete if t.datetime_start.timestamp() >= killed_at - 1]
+    assert len(rerun_trials) == 3 - len(before)
+    # A trial the kill interrupted went stale: marked failed, re-queued with the same params, not counted.
+    for stale in (t for t in trials if t.state == TrialState.FAIL):
+        retry = [t for t in trials if t.system_attrs.get("failed_trial") == stale.number]
+        assert len(retry) == 1 and retry[0].params == stale.params and retry[0].state == TrialState.COMPLETE
+    choice = read_json(layout.search_choice)
+    assert choice["source"] == "search" and choice["trials"] == {"complete": 3, "pruned": 0, "fail": 0}
+
+
+def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=3, max_steps=4, pruner="successive_halving",
+                           reduction_factor=2, learning_rate=[1e-7, 0.05])
+    layout = Layout(root)
+    study = open_study(params, layout)
+    # A learning rate that moves the val loss first, then two that cannot beat it at the first rung.
+    for lr in (0.05, 1e-7, 1e-7):
+        study.enqueue_trial({"r": 2, "target_modules": "attention", "learning_rate": lr})
+    choice = run_search(params, layout)
+
+    table = {int(r["number"]): r for r in __import__("csv").DictReader((layout.search_dir / "trials.csv").open())}
+    assert [table[n]["state"] for n in sorted(table)] == ["complete", "pruned", "pruned"]
+    assert int(table[0]["steps"]) == 4 and all(int(table[n]["steps"]) < 4 for n in (1, 2))
+    assert choice["trial"] == 0 and choice["trials"] == {"complete": 1, "pruned": 2, "fail": 0}
+
+    client = mlflow.MlflowClient(layout.local_tracking_uri())
+    children = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                  f"tags.mlflow.parentRunId = '{choice['mlflow_run_id']}'")
+    by_trial = {int(r.data.tags["search.trial_number"]): r for r in children}
+    assert by_trial[0].data.tags["search.state"] == "complete" and by_trial[0].info.status == "FINISHED"
+    for n in (1, 2):
+        assert by_trial[n].data.tags["search.state"] == "pruned" and by_trial[n].info.status == "KILLED"
+        assert len(client.get_metric_history(by_trial[n].info.run_id, "val_loss")) < 4
+    assert len(client.get_metric_history(by_trial[0].info.run_id, "val_loss")) == 4
+    parent = client.get_run(choice["mlflow_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.metrics["search.trials_pruned"] == 2
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {"search/trials.csv",
+                                                                                        "search/chosen.json"}
+    # The train stage uses the choice.
+    run_stage("train", params, layout)
+    adapter = read_json(layout.adapter_dir / "adapter_config.json")
+    assert adapter["r"] == choice["lora"]["r"] and adapter["lora_alpha"] == choice["lora"]["alpha"]
+
+
+def test_two_workers_on_one_sqlite_study_split_the_trials_without_duplicates(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=3)
+    layout = Layout(root)
+    prepare_search(params, layout)
+    # Worker 1 in a subprocess, worker 0 in this process once worker 1 has finished its imports.
+    ready = tmp_path / "ready"
+    code = ("import json, sys; from pathlib import Path; from loraops.config import load_params; "
+            "from loraops.project import Layout; from loraops.search import run_worker; "
+            "import loraops.search_trial, loraops.train, loraops.evaluation, transformers.trainer, peft, mlflow; "
+            "root = Path(sys.argv[1]); Path(sys.argv[2]).touch(); print('RESULT', json.dumps(run_worker("
+            "load_params(root / 'params.yaml'), Layout(root), 1)))")
+    other = subprocess.Popen([sys.executable, "-c", code, str(root), str(ready)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not ready.exists():
+        assert other.poll() is None and time.monotonic() < deadline, other.stderr.read()[-2000:]
+        time.sleep(0.1)
+    mine = run_worker(params, layout, 0)
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-2000:]
+    started = [mine["trials_started"], json.loads(out.split("RESULT ", 1)[1])["trials_started"]]
+
+    trials = open_study(params, layout).get_trials()
+    counted = [t for t in trials if not t.user_attrs.get("over_budget")]
+    assert len(counted) == 3 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert sum(started) == len(trials)  # every trial was started by exactly one worker
+    assert {t.user_attrs["worker"] for t in counted} == {0, 1}
+    assert len({t.user_attrs["mlflow_run_id"] for t in counted}) == 3
+
+
+def test_failing_trials_are_recorded_and_all_failed_is_a_clear_error(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=2)
+    layout = Layout(root)
+    val = read_jsonl(layout.prepared_dir / "val.jsonl")
+    # An answer longer than max_length: encoding fails inside every trial's training.
+    write_jsonl(layout.prepared_dir / "val.jsonl", [{**r, "completion": "x " * 2000} for r in val])
+    with pytest.raises(NoCompletedTrial, match=r"no trial completed \(FAIL: 2\)"):
+        run_search(params, layout)
+    rows = list(__import__("csv").DictReader((layout.search_dir / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["fail", "fail"] and not layout.search_choice.exists()
+    client = mlflow.MlflowClient(layout.local_tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.search.state = 'fail'")
+    assert len(runs) == 2 and all("max_length" in r.data.tags["search.error"] for r in runs)
+
+
+def test_disabled_search_hands_on_trains_own_choice_and_inputs_name_the_study(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, enabled=False)
+    layout = Layout(root)
+    run_stage("search", params, layout)
+    choice = read_json(layout.search_choice)
+    assert choice == {"lora": params.train.lora.model_dump(), "learning_rate": params.train.learning_rate,
+                      "source": "params"}
+    assert not (layout.search_study_dir / "optuna.db").exists()
+    changed = load_params(root / "params.yaml", ["search.ranks=[8]"])
+    runtime_only = load_params(root / "params.yaml", ["search.n_jobs=3"])
+    assert study_name(changed, layout) != study_name(params, layout) == study_name(runtime_only, layout)
