@@ -62,7 +62,7 @@ def remote_name(root: Path) -> str:
 def remote_url(root: Path, name: str) -> str:
     for line in dvc(root, "remote", "list").splitlines():
         parts = line.split()
-        if parts and parts[0] == name:
+        if len(parts) > 1 and parts[0] == name:  # skip stray lines (warnings) dvc may print
             return parts[1]
     return ""
 
