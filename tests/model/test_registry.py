@@ -89,7 +89,7 @@ def test_registered_model_loads_offline_and_predicts_like_the_local_adapter(fini
 
 def test_stage_outputs_are_complete(finished_project):
     layout, results = finished_project
-    assert read_json(layout.eval_metrics)["models"].keys() == {"adapter", "base"}
+    assert read_json(layout.eval_metrics)["models"].keys() == {"adapter", "base", "full"}  # full: the baseline stage ran
     assert read_json(layout.train_metrics)["adapter_bytes"] > 0
     assert read_json(layout.registration)["version"] == results["register"]["version"]
 

@@ -19,7 +19,7 @@ from loraops.config import load_params
 from loraops.project import Layout, write_json
 from loraops.steps import run_stage
 
-UPSTREAM = ("base_model", "ingest", "validate", "prepare", "train")
+UPSTREAM = ("base_model", "ingest", "validate", "prepare", "search", "train")
 
 
 # Test modules import these fixtures, so pytest holds one definition per module; this cache makes the

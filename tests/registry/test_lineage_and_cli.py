@@ -39,13 +39,13 @@ def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(train
     layout = trained_project
     assert register(layout, "lineage", evaluation())["decision"] == "champion"
     # What `loraops run` does after the flow (and `dvc repro` after each stage): record outputs in dvc.lock.
-    dvc(layout.root, "commit", "--force", "ingest", "prepare", "train")
+    dvc(layout.root, "commit", "--force", "ingest", "prepare", "search", "train")
     tags = client_for(layout.local_tracking_uri()).get_model_version_by_alias("lineage", "champion").tags
     lock = {o["path"]: o["md5"] for stage in yaml.safe_load((layout.root / "dvc.lock").read_text())["stages"].values()
             for o in stage.get("outs", [])}
     for name in ("dataset", "prepared", "adapter"):
         assert tags[f"dvc.{name}.md5"] == lock[tags[f"dvc.{name}.path"]], name  # the hash dvc.lock records
-    dvc(layout.root, "push", "ingest", "prepare", "train")
+    dvc(layout.root, "push", "ingest", "prepare", "search", "train")
 
     # A fresh DVC repository that knows only the remote and the champion's tags.
     fresh = tmp_path / "fresh"
