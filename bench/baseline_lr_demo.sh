@@ -13,7 +13,7 @@ for lr in ${LRS:-5e-5 2e-5 1e-4}; do
 import json, sys
 from pathlib import Path
 from loraops.evaluation import evaluate_model
-from loraops.project import read_jsonl, Layout
+from loraops.core import read_jsonl, Layout
 L = Layout(Path('.'))
 m = json.loads(L.baseline_metrics.read_text())
 rows = read_jsonl(L.prepared_dir / 'test.jsonl')

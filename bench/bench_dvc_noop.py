@@ -1,6 +1,6 @@
 """How long `dvc repro` takes when nothing changed (acceptance: at most 10 s), in a project that has run.
 
-    python bench/bench_dvc_noop.py [--repo .] [--repeats 3] --out bench/results/dvc_noop.json
+    python -m bench.bench_dvc_noop [--repo .] [--repeats 3] --out bench/results/dvc_noop.json
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ retention: model load, batched greedy generation (left padding, prompts grouped 
 tokens = longest answer + 2) and the teacher-forced perplexity pass. The retention set (52 prompts) is
 timed on its own, since it does not grow with the test set.
 
-    flock /work/heavy.lock python bench/bench_eval.py --base /work/main/models/base [--batch-size 16 32]
+    flock /work/heavy.lock python -m bench.bench_eval --base /work/main/models/base [--batch-size 16 32]
         [--adapter DIR]
 """
 
@@ -16,12 +16,10 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
@@ -30,9 +28,8 @@ GOAL_SECONDS = 180.0
 
 def sample_rows(base: Path, items: int, seed: int) -> list[dict]:
     from loraops.config import DataParams, PrepareParams
-    from loraops.data.ingest import ingest
+    from loraops.data import ingest, render_row
     from loraops.modeling import load_tokenizer
-    from loraops.prepare import render_row
 
     records = ingest(DataParams(source="clinc150", path=str(CLINC)), REPO, seed=seed)
     labels = sorted({r["label"] for r in records if r["split"] == "train"})
@@ -52,8 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from loraops.config import EvalParams
-    from loraops.evaluation import generate_answers, load_model, run_model
-    from loraops.retention import retention_prompts
+    from loraops.evaluation import generate_answers, load_model, retention_prompts, run_model
 
     rows = sample_rows(args.base, args.items, args.seed)
     runs = []
@@ -81,7 +77,7 @@ def main() -> None:
     best = min(runs, key=lambda r: r["seconds"])
     result = {
         "benchmark": f"evaluate {len(rows)} CLINC150 test items with the real model ({'adapter' if args.adapter else 'base'})",
-        "reproduce": (f"flock /work/heavy.lock python bench/bench_eval.py --base {args.base} --batch-size "
+        "reproduce": (f"flock /work/heavy.lock python -m bench.bench_eval --base {args.base} --batch-size "
                       + " ".join(map(str, args.batch_size)) + (f" --adapter {args.adapter}" if args.adapter else "")),
         "items": len(rows), "goal_seconds": GOAL_SECONDS, "seconds": best["seconds"],
         "items_per_second": best["items_per_second"], "best_batch_size": best["batch_size"],

@@ -1,12 +1,13 @@
 """CLINC150 (one domain) with the real SmolLM2: base vs QLoRA adapter vs full fine-tune, with intervals.
 
 Builds a project under ``bench/work/clinc150_<domain>`` (models/base is a symlink to the real base model),
-runs ingest -> validate -> prepare -> train (QLoRA, params as shipped) through ``loraops.steps.run_stage``,
-trains the full fine-tune on the same budget with ``loraops.train.train(..., lora=None)`` (what issue 4's
-``baseline`` stage does), then runs the ``evaluate`` stage and copies its verdict into the result JSON.
+runs ingest -> validate -> prepare -> search (off: it records train's own LoRA params) -> train (QLoRA,
+params as shipped) through ``loraops.pipeline.run_stage``, trains the full fine-tune on the same budget
+with ``loraops.training.train(..., lora=None)`` (what issue 4's ``baseline`` stage does), then runs the
+``evaluate`` stage and copies its verdict into the result JSON.
 Every phase is skipped when its output already exists, so an interrupted run continues.
 
-    flock /work/heavy.lock python bench/bench_eval_clinc150.py --base /work/main/models/base \\
+    flock /work/heavy.lock python -m bench.bench_eval_clinc150 --base /work/main/models/base \\
         [--domain banking] [--steps 60] [--full-lr 5e-5] [--full-steps N] [--max-items N] [--until train]
 """
 
@@ -14,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 CLINC = REPO.parent / "shared" / "datasets" / "clinc150" / "data_full.json"
+# train() ends with a val-loss pass; on a shared 2-core CPU the full val split costs ~10 min, so the
+# full fine-tune's val_loss is measured on its first rows only (it is not used by the comparison).
+FULL_VAL_ROWS = 40
 
 
 def make_project(root: Path, base: Path, domain: str, steps: int, max_items: int | None) -> None:
@@ -38,6 +40,8 @@ def make_project(root: Path, base: Path, domain: str, steps: int, max_items: int
     params["model"]["base"] = "models/base"
     params["data"].update({"source": "clinc150", "path": str(CLINC), "clinc150_domains": [domain]})
     params["train"]["max_steps"] = steps
+    # No rank search: the search stage only records train's own lora/learning_rate (models/search/chosen.json).
+    params["search"]["enabled"] = False
     params["eval"]["max_items"] = max_items
     params["project"]["name"] = f"clinc150-{domain}"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -45,24 +49,20 @@ def make_project(root: Path, base: Path, domain: str, steps: int, max_items: int
 
 def train_full(layout, params, lr: float, steps: int) -> None:
     """The full fine-tune with the adapter's batch and seed, its own learning rate and ``steps``."""
-    from loraops.modeling import load_tokenizer
-    from loraops.project import atomic_dir, write_json
-    from loraops.steps import load_splits
-    from loraops.train import train
+    from loraops.data import load_splits
+    from loraops.training import BaselineRecord, train
+    from loraops.training.export import save_full_model
 
     train_params = params.train.model_copy(update={"learning_rate": lr, "max_steps": steps,
                                                    "warmup_steps": min(params.train.warmup_steps, steps // 4)})
     splits = load_splits(layout)
-    # train() ends with a val-loss pass; on a shared 2-core CPU the full val split costs ~10 min, so the
-    # full fine-tune's val_loss is measured on its first 40 rows (it is not used by the comparison).
-    splits["val"] = splits["val"][:40]
-    model, metrics, _ = train(layout.base_model_dir, splits, train_params, params.project.seed,
-                              params.prepare.max_length, layout.cache_dir / "work" / "full", None)
-    with atomic_dir(layout.full_model_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        load_tokenizer(layout.base_model_dir).save_pretrained(staging)
-    metrics.update({"learning_rate": lr, "val_rows_for_val_loss": len(splits["val"])})
-    write_json(layout.baseline_metrics, metrics)
+    splits["val"] = splits["val"][:FULL_VAL_ROWS]
+    model, record, _ = train(layout.base_model_dir, splits, train_params, params.project.seed,
+                             params.prepare.max_length, layout.cache_dir / "work" / "full", None)
+    # As the baseline stage saves and records it (the record's learning_rate is ``lr``; it has no field for
+    # the val rows, which the result JSON reports as full_val_rows_for_val_loss).
+    save_full_model(model, layout.base_model_dir, layout.full_model_dir, record.steps)
+    BaselineRecord(**record.model_dump()).write(layout.baseline_metrics)
 
 
 def main() -> None:
@@ -80,8 +80,8 @@ def main() -> None:
     out = args.out or REPO / "bench" / "results" / f"eval_clinc150_{args.domain}.json"
 
     from loraops.config import load_params
-    from loraops.project import Layout, read_json
-    from loraops.steps import run_stage
+    from loraops.core import Layout, read_json
+    from loraops.pipeline import run_stage
 
     root = REPO / "bench" / "work" / f"clinc150_{args.domain}"
     full_steps = args.steps if args.full_steps is None else args.full_steps  # 0: no full fine-tune
@@ -90,7 +90,8 @@ def main() -> None:
     params = load_params(layout.params_file)
     timings = {}
     for name, done in (("ingest", layout.raw_data), ("validate", layout.validation_profile),
-                       ("prepare", layout.prepared_dir / "test.jsonl"), ("train", layout.train_metrics)):
+                       ("prepare", layout.prepared_dir / "test.jsonl"), ("search", layout.search_choice),
+                       ("train", layout.train_metrics)):
         if not done.exists():
             started = time.perf_counter()
             run_stage(name, params, layout)
@@ -109,11 +110,12 @@ def main() -> None:
     verdict = read_json(layout.eval_metrics)
     result = {
         "benchmark": f"evaluate: base vs QLoRA adapter vs full fine-tune on CLINC150 domain {args.domain}",
-        "reproduce": (f"flock /work/heavy.lock python bench/bench_eval_clinc150.py --base {args.base} "
+        "reproduce": (f"flock /work/heavy.lock python -m bench.bench_eval_clinc150 --base {args.base} "
                       f"--domain {args.domain} --steps {args.steps} --full-lr {args.full_lr} "
                       f"--full-steps {full_steps}" + (f" --max-items {args.max_items}" if args.max_items else "")),
         "train_steps": args.steps, "full_train_steps": full_steps, "adapter_learning_rate": params.train.learning_rate,
-        "full_learning_rate": args.full_lr, "stage_seconds_this_invocation": timings,
+        "full_learning_rate": args.full_lr, "full_val_rows_for_val_loss": FULL_VAL_ROWS if full_steps else None,
+        "stage_seconds_this_invocation": timings,
         "eval": verdict, "train": read_json(layout.train_metrics), "baseline": read_json(layout.baseline_metrics) if layout.baseline_metrics.is_file() else None,
         "report_md": (root / "reports" / "eval" / "report.md").read_text()
         if (root / "reports" / "eval" / "report.md").is_file() else None,

@@ -1,7 +1,7 @@
 """Concurrent promotions against a real `mlflow server` process: latency and whether the registry stays
 consistent when many runs promote at once (more than the 2 the test uses).
 
-    python bench/bench_promotion.py --candidates 8 --out bench/results/promotion_concurrent.json
+    python -m bench.bench_promotion --candidates 8 --out bench/results/promotion_concurrent.json
 
 N candidate versions (all passing the gates, same scores) are promoted by N threads released together.
 Promotions must serialise: following ``promotion.replaced`` back from the final champion has to visit
@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "registry"))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 
 def main() -> None:
@@ -35,28 +31,31 @@ def main() -> None:
     import mlflow
 
     from loraops.config import PromoteParams
-    from loraops.promotion import CHAMPION, PREVIOUS, REGISTRATION_TAG, promote
-    from loraops.retrying import Retrier, quiet_mlflow_client
-    from registry_fixtures import MlflowServer, client_for, evaluation
+    from loraops.core import Layout
+    from loraops.core.tracking import quiet_mlflow_client
+    from loraops.registry import CHAMPION, PREVIOUS, REGISTRATION_TAG, promote
+    from tests.helpers.registry import MlflowServer, client_for, evaluation, tracking_for
 
     quiet_mlflow_client()
     with tempfile.TemporaryDirectory() as tmp:
         server = MlflowServer(Path(tmp)).start()
         try:
             client, name = client_for(server.uri), "bench-promotion"
+            layout = Layout(Path(tmp))  # only for the Tracking objects: the server URI is given explicitly
             experiment = client.create_experiment("bench")
             run = client.create_run(experiment)
             reports = Path(tmp) / "reports"
             reports.mkdir()
             (reports / "eval.json").write_text(json.dumps(evaluation()))
-            (reports / "validation.json").write_text(json.dumps({"success": True, "errors": 0, "warnings": 0}))
+            (reports / "validation.json").write_text(json.dumps({"success": True, "errors": 0, "warnings": 0,
+                                                                "failures": [], "stats": {}}))
             client.log_artifacts(run.info.run_id, str(reports), "reports")
             client.create_registered_model(name)
             tags = {"eval.adapter.accuracy": "0.8000", "eval.test_set_sha256": "test-set-1", REGISTRATION_TAG: "complete"}
             versions = [client.create_model_version(name, f"runs:/{run.info.run_id}/reports", run.info.run_id,
                                                     tags=tags).version for _ in range(args.candidates + 1)]
             initial, candidates = str(versions[0]), [str(v) for v in versions[1:]]
-            promote(client, name, initial, PromoteParams(), Retrier(3, 0.2))
+            promote(tracking_for(layout, server.uri, 3, 0.2), name, initial, PromoteParams())
 
             barrier, seconds, errors = threading.Barrier(len(candidates)), {}, []
 
@@ -64,7 +63,7 @@ def main() -> None:
                 try:
                     barrier.wait()
                     started = time.perf_counter()
-                    promote(client_for(server.uri), name, version, PromoteParams(), Retrier(3, 0.2))
+                    promote(tracking_for(layout, server.uri, 3, 0.2), name, version, PromoteParams())
                     seconds[version] = time.perf_counter() - started
                 except Exception as exc:
                     errors.append(repr(exc))

@@ -1,12 +1,12 @@
 """Search benchmark: Optuna search (successive halving, half the grid's steps) vs an exhaustive grid.
 
-Both run the same library code (``loraops.search.run_search``) on the same prepared CLINC150 domain with the
+Both run the same library code (``loraops.search.search_stage``) on the same prepared CLINC150 domain with the
 real base model, the same space and the same per-configuration step budget; the grid is the search with
 Optuna's BruteForceSampler, no pruner and room for every configuration. Reported: total training steps,
 each winner's val accuracy and rank, and whether the goal holds (search pick within 1 point of the grid's
 best using at most half of the grid's steps).
 
-    flock /work/heavy.lock python bench/bench_search.py --base /work/main/models/base \\
+    flock /work/heavy.lock python -m bench.bench_search --base /work/main/models/base \\
         --data /work/shared/datasets/clinc150/data_full.json --domain banking \\
         --out bench/results/search_clinc150.json
 """
@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +35,8 @@ def project(args: argparse.Namespace) -> Path:
     import yaml
 
     from loraops.config import load_params
-    from loraops.project import Layout
-    from loraops.steps import run_stage
+    from loraops.core import Layout
+    from loraops.pipeline import run_stage
 
     root = Path(args.work).resolve()
     if args.fresh:
@@ -63,12 +61,12 @@ def project(args: argparse.Namespace) -> Path:
 
 def run(root: Path, overrides: list[str], label: str) -> dict:
     from loraops.config import load_params
-    from loraops.project import Layout, read_json
-    from loraops.search import open_study, run_search, trial_results
+    from loraops.core import Layout, read_json
+    from loraops.search import open_study, search_stage, trial_results
 
     params = load_params(root / "params.yaml", overrides)
     started = time.perf_counter()
-    choice = run_search(params, Layout(root))
+    choice = search_stage(params, Layout(root))
     seconds = time.perf_counter() - started
     trials = trial_results(open_study(params, Layout(root)))
     shutil.copy(root / "models" / "search" / "trials.csv", root / f"trials-{label}.csv")

@@ -1,11 +1,11 @@
 """How long an unchanged scheduled retrain takes (acceptance: at most 15 s, training nothing), on a local team
-stack of real processes (PostgreSQL, Prefect server + process worker, MLflow server; tests/team_stack.py).
+stack of real processes (PostgreSQL, Prefect server + process worker, MLflow server; tests/helpers/team_stack.py).
 
 The project is this repository with the tiny test model (the first, training run takes a minute instead of
 the real model's several); what a skipped run does does not depend on the model's size except for
 fingerprinting the base weights, which is measured separately on the real SmolLM2 weights (--real-base).
 
-    python bench/bench_skip.py [--repeats 5] [--real-base /path/to/models/base] --out bench/results/skip_unchanged.json
+    python -m bench.bench_skip [--repeats 5] [--real-base /path/to/models/base] --out bench/results/skip_unchanged.json
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.machine import machine_info
+from tests.helpers.team_stack import FINAL, LocalStack, committed_project
+
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-from machine import machine_info  # noqa: E402
-from team_stack import FINAL, LocalStack, committed_project  # noqa: E402
 
 
 def tiny_base(dest: Path) -> Path:
     """The same tiny Llama the tests build (tests/conftest.py: tiny_base)."""
-    from tiny_model import build_tiny_model
-
     from loraops.config import PrepareParams
+    from loraops.data import user_message
     from loraops.data.demo import generate_demo_dataset
-    from loraops.prepare import user_message
+    from tests.helpers.tiny_model import build_tiny_model
 
     rows = generate_demo_dataset(seed=0, train_per_intent=20, test_per_intent=5)
     labels = sorted({r["label"] for r in rows})
@@ -56,10 +55,10 @@ def run_once(client, deployment_id) -> dict:
 
 
 def fingerprint_seconds(base: Path) -> dict:
-    """compute_fingerprint on a project whose model.base is ``base``: cold (no hash cache), then warm."""
+    """retrain_fingerprint on a project whose model.base is ``base``: cold (no hash cache), then warm."""
     from loraops.config import load_params
-    from loraops.fingerprint import compute_fingerprint
-    from loraops.project import Layout
+    from loraops.core import Layout
+    from loraops.pipeline import retrain_fingerprint
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -69,7 +68,7 @@ def fingerprint_seconds(base: Path) -> dict:
         timings = []
         for _ in range(2):
             started = time.perf_counter()
-            compute_fingerprint(params, layout)
+            retrain_fingerprint(params, layout)
             timings.append(round(time.perf_counter() - started, 3))
     weights = sum(p.stat().st_size for p in base.glob("*.safetensors"))
     return {"base": str(base), "weights_bytes": weights, "cold_seconds": timings[0], "warm_seconds": timings[1]}
@@ -93,7 +92,8 @@ def main() -> None:
     try:
         repo = committed_project(work / "repo", tiny_base(work / "base"))
         stack.start()
-        deploy = subprocess.run([str(Path(sys.executable).with_name("loraops")), "deploy", "--root", str(repo)],
+        deploy = subprocess.run([str(Path(sys.executable).with_name("loraops")), "deploy", "-p",
+                                 str(repo / "params.yaml")],
                                 cwd=repo, env=stack.env(), capture_output=True, text=True)
         if deploy.returncode != 0:
             raise SystemExit(deploy.stdout + deploy.stderr)

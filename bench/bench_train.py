@@ -3,8 +3,8 @@
 Each method runs in a fresh subprocess so peak memory is its own. All methods see the same examples in the
 same order, with the same batch size and sequence length (rows padded/truncated to ``--seq`` tokens).
 
-    flock /work/heavy.lock python bench/bench_train.py --base models/base --out bench/results/train_cpu_b8_s128.json
-    python bench/bench_train.py --base DIR --init-from-config   # same architecture, random weights (GPU hosts
+    flock /work/heavy.lock python -m bench.bench_train --base models/base --out bench/results/train_cpu_b8_s128.json
+    python -m bench.bench_train --base DIR --init-from-config   # same architecture, random weights (GPU hosts
                                                                 # that cannot receive the 540 MB weights)
 """
 
@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 
 def synthetic_rows(tokenizer, n: int, seq: int) -> list[dict]:
@@ -61,13 +60,13 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
     import torch
     from transformers import Trainer, TrainerCallback
 
-    from loraops.train import current_memory_mb, peak_memory_mb, reset_peak_memory
+    from loraops.training import current_memory_mb, peak_memory_mb, reset_peak_memory
 
     after_import = current_memory_mb()  # the libraries imported, no model loaded yet
 
     from loraops.config import LoraParams, TrainParams
     from loraops.modeling import compute_dtype, count_parameters, device, load_tokenizer
-    from loraops.train import CompletionCollator, build_model, training_arguments
+    from loraops.training import CompletionCollator, build_model, training_arguments
 
     kind, _, gc = method.partition("-")
     torch.manual_seed(0)
@@ -83,7 +82,7 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
     clock = StepClock()
     started = time.perf_counter()
     if loop == "pipeline":
-        # The pipeline's own TrainingArguments (loraops.train.training_arguments), no eval and no checkpoints.
+        # The pipeline's own TrainingArguments (loraops.training.training_arguments), no eval and no checkpoints.
         params = TrainParams(method="qlora" if kind == "qlora" else "lora", max_steps=steps, batch_size=batch,
                              learning_rate=1e-4, warmup_steps=0, eval_steps=None, early_stopping_patience=None,
                              save_steps=None, progress_bar=False, gradient_checkpointing=gc == "gc")
@@ -165,7 +164,8 @@ def main() -> None:
     base = init_from_config(Path(args.base)) if args.init_from_config else Path(args.base)
     results = []
     for run in args.runs.split(","):
-        cmd = [sys.executable, __file__, "--base", str(base), "--steps", str(args.steps), "--batch",
+        # As a module (the cwd is the repository root, as for this process), so `bench.machine` imports.
+        cmd = [sys.executable, "-m", "bench.bench_train", "--base", str(base), "--steps", str(args.steps), "--batch",
                str(args.batch), "--seq", str(args.seq), "--out", "-", "--one", run]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

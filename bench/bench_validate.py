@@ -5,7 +5,7 @@ skipped and the result says so). The timed span is one whole :func:`validate_dat
 GX context, checkpoints and Data Docs; the first call also imports great_expectations, as a fresh
 ``validate`` stage does. Tokenizer loading is timed separately.
 
-    python bench/bench_validate.py [--data ../shared/datasets/clinc150/data_full.json] [--repeat 3]
+    python -m bench.bench_validate [--data ../shared/datasets/clinc150/data_full.json] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
+from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 30.0

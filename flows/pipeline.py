@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from loraops import search
 from loraops.config import Params, load_params
-from loraops.project import Layout
-from loraops.steps import PIPELINE, preflight, run_stage
+from loraops.core import Layout
+from loraops.pipeline import PIPELINE, dvc, preflight, run_stage
 
 
 @task(cache_policy=NONE)
@@ -24,22 +23,16 @@ def stage_task(name: str, params: Params, root: str) -> dict:
 @task(cache_policy=NONE)
 def search_worker_task(params: Params, root: str, worker: int) -> dict:
     """One of search.n_jobs workers on the shared study (the library's worker, in its own process)."""
-    from loraops.search import run_worker_isolated
-
-    return run_worker_isolated(params, Layout(Path(root)), worker)
+    return search.run_worker_isolated(params, Layout(Path(root)), worker)
 
 
 @task(cache_policy=NONE)
 def search_call_task(call: str, params: Params, root: str) -> dict:
-    from loraops import search
-
     return {"prepare": search.prepare_search, "finish": search.finish_search}[call](params, Layout(Path(root)))
 
 
 def search_stage(params: Params, layout: Layout) -> dict:
     """The search stage as n_jobs parallel Prefect tasks over one study; disabled, the plain stage task."""
-    from loraops.search_report import read_table
-
     if not params.search.enabled:
         return stage_task.with_options(name="search", task_run_name="search")("search", params, str(layout.root))
     root = str(layout.root)
@@ -50,7 +43,7 @@ def search_stage(params: Params, layout: Layout) -> dict:
     for worker in workers:
         worker.result()
     choice = search_call_task.with_options(task_run_name="search-select")("finish", params, root)
-    create_table_artifact(key="search-trials", table=read_table(layout),
+    create_table_artifact(key="search-trials", table=search.read_table(layout),
                           description=f"search trials; chosen: trial {choice['trial']} (r={choice['lora']['r']})")
     create_markdown_artifact(key="search-choice", description="search result",
                              markdown=(layout.search_dir / "trials.md").read_text())
@@ -63,13 +56,10 @@ def record_in_dvc_lock(root: str) -> bool:
 
     Only valid when the run used params.yaml as it is on disk; the caller skips it for -S overrides.
     """
-    if not (Path(root) / "dvc.yaml").is_file() or not (Path(root) / ".dvc").is_dir():
+    if not dvc.is_dvc_project(Path(root)):
         get_run_logger().info("not a DVC project: outputs are not recorded in dvc.lock")
         return False
-    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], cwd=root,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"dvc commit failed: {result.stderr.strip()[-500:]}")
+    dvc.commit(Path(root), [])
     return True
 
 

@@ -23,12 +23,10 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.pipeline import link_data_docs, stage_task
-from loraops import dvc_store, retrain_record
 from loraops.config import Params, load_params
-from loraops.errors import ConfigError, LoraopsError
-from loraops.fingerprint import Fingerprint, compute_fingerprint
-from loraops.project import Layout
-from loraops.steps import PIPELINE, preflight, run_stage
+from loraops.core import ConfigError, Layout, LoraopsError
+from loraops.pipeline import PIPELINE, Fingerprint, dvc, preflight, retrain_fingerprint, run_stage
+from loraops.pipeline import retrain as retrain_record
 
 REGISTER_STAGE = "register"
 # Seconds before the first retry; then doubled. Tests shorten it through the environment.
@@ -38,50 +36,44 @@ BACKOFF_SECONDS = float(os.environ.get("LORAOPS_RETRY_BACKOFF_SECONDS", "10"))
 def transient(task, task_run, state) -> bool:
     """Retry network and storage failures; never a loraops error about the input (it would fail again)."""
     error = state.data
-    return not isinstance(error, LoraopsError) or isinstance(error, dvc_store.DvcCommandError)
+    return not isinstance(error, LoraopsError) or isinstance(error, dvc.DvcCommandError)
 
 
-RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_SECONDS),
+# Only for the DVC remote: the tracking server's calls are retried by the library already.
+REMOTE_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_SECONDS),
            "retry_jitter_factor": 0.2, "retry_condition_fn": transient}
 
 
 @task(cache_policy=NONE)
 def fingerprint_inputs(params: Params, root: str) -> Fingerprint:
-    return compute_fingerprint(params, Layout(Path(root)))
+    return retrain_fingerprint(params, Layout(Path(root)))
 
 
-@task(cache_policy=NONE, **RETRIES)
+@task(cache_policy=NONE)
 def last_success(params: Params, root: str) -> dict | None:
     return retrain_record.last_successful_run(Layout(Path(root)), params)
 
 
-@task(cache_policy=NONE, **RETRIES)
-def registry_state(params: Params, root: str) -> list[str]:
-    return retrain_record.registered_versions(Layout(Path(root)), params)
+@task(cache_policy=NONE)
+def commit_outputs(root: str, stages: list[str]) -> dict[str, str]:
+    dvc.commit(Path(root), stages)
+    return dvc.lock_hashes(Path(root))
+
+
+@task(cache_policy=NONE, **REMOTE_RETRIES)
+def push_outputs(root: str) -> dict[str, str]:
+    return dvc.push(Path(root))
 
 
 @task(cache_policy=NONE)
-def commit_outputs(root: str, stages: list[str]) -> dict[str, str]:
-    dvc_store.commit(Path(root), stages)
-    return dvc_store.lock_hashes(Path(root))
-
-
-@task(cache_policy=NONE, **RETRIES)
-def push_outputs(root: str) -> dict[str, str]:
-    return dvc_store.push(Path(root))
-
-
-@task(cache_policy=NONE, **RETRIES)
-def register_version(params: Params, root: str, known_versions: list[str], since_ms: int) -> dict:
-    # A previous attempt may have died half-way through registering: remove what it left first.
-    retrain_record.discard_registrations(Layout(Path(root)), params, known_versions, since_ms)
+def register_version(params: Params, root: str) -> dict:
     return run_stage(REGISTER_STAGE, params, Layout(Path(root)))
 
 
-@task(cache_policy=NONE, **RETRIES)
+@task(cache_policy=NONE)
 def record_lineage(params: Params, root: str, registered: dict, fingerprint: Fingerprint,
-                   hashes: dict[str, str], remote: dict[str, str]) -> None:
-    retrain_record.record_success(Layout(Path(root)), params, registered, fingerprint, hashes, remote, str(flow_run.id))
+                   remote: dict[str, str]) -> None:
+    retrain_record.record_success(Layout(Path(root)), params, registered, fingerprint, remote, str(flow_run.id))
 
 
 def skipped(previous: dict, fingerprint: Fingerprint) -> dict:
@@ -98,7 +90,7 @@ def retrain(root: str = ".", force: bool = False) -> dict:
     """Retrain when the data, params or base model changed since the last successful retrain (or ``force``)."""
     logger = get_run_logger()
     layout = Layout(Path(root).resolve())
-    if not dvc_store.is_dvc_project(layout.root):
+    if not dvc.is_dvc_project(layout.root):
         raise ConfigError(f"{layout.root}: not a DVC project (dvc.yaml and .dvc/); retraining pushes to its remote")
     params = load_params(layout.params_file)  # as on disk: dvc.lock must describe what ran
     preflight(params, layout)
@@ -108,10 +100,9 @@ def retrain(root: str = ".", force: bool = False) -> dict:
     if not changed and not force:
         return skipped(previous, fingerprint)
     logger.info("retraining: changed %s", ", ".join(changed) or "nothing (forced)")
-    root_s, since_ms = str(layout.root), retrain_record.now_ms()
-    known_versions = registry_state(params, root_s)
-    snapshot = dvc_store.Snapshot.take(layout.root)
-    registering = False
+    root_s = str(layout.root)
+    snapshot = dvc.Snapshot.take(layout.root)
+    registered = None
     try:
         results = {}
         for name in PIPELINE:
@@ -124,19 +115,21 @@ def retrain(root: str = ".", force: bool = False) -> dict:
                     link_data_docs(layout)
         commit_outputs(root_s, [s for s in PIPELINE if s != REGISTER_STAGE])
         remote = push_outputs(root_s)
-        registering = True
-        registered = register_version(params, root_s, known_versions, since_ms)
+        registered = register_version(params, root_s)
         hashes = commit_outputs(root_s, [REGISTER_STAGE])
-        record_lineage(params, root_s, registered, fingerprint, hashes, remote)
-    except BaseException:
-        removed = snapshot.restore()
-        logger.error("retrain failed: dvc.lock restored, %d new DVC cache object(s) removed", len(removed))
-        if registering:
+        record_lineage(params, root_s, registered, fingerprint, remote)
+    except BaseException as exc:
+        if registered is None:
+            removed = snapshot.restore()
+            logger.error("retrain failed: dvc.lock restored, %d new DVC cache object(s) removed", len(removed))
+        else:
+            # The version is complete (and may be champion): it stays, and so do the outputs it points at.
+            logger.error("retrain failed after registering version %s, which stays registered: %s",
+                         registered["version"], exc)
             try:
-                gone = retrain_record.discard_registrations(layout, params, known_versions, since_ms)
-                logger.error("removed half-registered model version(s): %s", ", ".join(gone) or "none")
-            except Exception as exc:  # the tracking server is down: say so, keep the original error
-                logger.error("could not clean the registry (%s); check versions after %s", exc, known_versions)
+                retrain_record.record_failure_after_registration(layout, params, registered, repr(exc))
+            except Exception as record_error:  # the tracking server is down: say so, keep the original error
+                logger.error("could not record the failure on version %s (%s)", registered["version"], record_error)
         raise
     create_markdown_artifact(
         key="loraops-retrain", description="loraops retrain: new version",

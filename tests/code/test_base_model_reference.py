@@ -2,9 +2,9 @@
 
 import pytest
 
-from loraops.base_model import classify_reference
+from loraops.modeling import classify_reference
 from loraops.config import ModelParams
-from loraops.errors import ModelError
+from loraops.core import ModelError
 
 
 def test_builtin_local_and_hub_forms(tmp_path):

@@ -6,7 +6,7 @@ import time
 import pytest
 import yaml
 
-from conftest import loraops_cmd
+from tests.helpers.projects import loraops_cmd
 
 
 def run_cli(project, *args):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from loraops.config import Params, apply_overrides, flatten, load_params
-from loraops.errors import ConfigError
+from loraops.core import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,3 +84,8 @@ def test_flatten_gives_dotted_keys_for_every_leaf():
     assert flat["train.lora.r"] == 8
     assert flat["model.base"] == "smollm2-135m-instruct"
     assert not any(isinstance(v, dict) for v in flat.values())
+
+
+def test_params_yaml_is_the_pydantic_defaults_as_a_whole():
+    """The shipped params.yaml and Params() are one set of defaults: every key, every value."""
+    assert yaml.safe_load((REPO / "params.yaml").read_text()) == Params().model_dump(mode="json")

@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 
-from conftest import REPO, loraops_cmd
+from tests.helpers.projects import REPO, loraops_cmd
 
 
 def run_cli(cwd, *args, **env):
@@ -45,8 +45,8 @@ def test_restore_without_a_tracking_store_says_where_to_look(tiny_project):
 
 def test_restore_of_an_unknown_run_fails_cleanly(tiny_project):
     from loraops.config import load_params
-    from loraops.retrain_record import last_successful_run
-    from loraops.project import Layout
+    from loraops.pipeline.retrain import last_successful_run
+    from loraops.core import Layout
 
     layout = Layout(tiny_project)
     assert last_successful_run(layout, load_params(layout.params_file)) is None  # an empty store

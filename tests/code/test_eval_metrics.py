@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from loraops.config import EvalParams
-from loraops.errors import ConfigError
+from loraops.core import ConfigError
 from loraops.config import parse_params
 from loraops.evaluation import load_metric
-from loraops.retention import RETENTION_ITEMS, is_retained, score_retention
-from loraops.uncertainty import (macro_f1_statistic, mean_interval, paired_difference,
+from loraops.evaluation.retention import RETENTION_ITEMS, is_retained, score_retention
+from loraops.evaluation.uncertainty import (macro_f1_statistic, mean_interval, paired_difference,
                                  paired_statistic_difference, statistic_interval)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,13 +6,13 @@ import shutil
 import pytest
 
 from loraops.config import load_params
-from loraops.fingerprint import Fingerprint, compute_fingerprint
-from loraops.project import Layout
+from loraops.pipeline.fingerprint import Fingerprint, retrain_fingerprint
+from loraops.core import Layout
 
 
 def fingerprint(root, *overrides):
     layout = Layout(root)
-    return compute_fingerprint(load_params(layout.params_file, list(overrides)), layout)
+    return retrain_fingerprint(load_params(layout.params_file, list(overrides)), layout)
 
 
 def test_same_project_fingerprints_the_same_and_a_copy_elsewhere_too(tiny_project, tmp_path):

@@ -14,7 +14,6 @@ INFRA = REPO / "infra"
 STACK_ENV = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "LORAOPS_DVC_REMOTE_URL", "MLFLOW_S3_ENDPOINT_URL",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LORAOPS_OPTUNA_STORAGE"}
 READ_BY_LIBRARIES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-# Issue 5 (rank search) reads the Optuna storage URL; until it lands no code here reads it.
 PENDING: set[str] = set()  # env names the stack sets before any code reads them
 SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
 
@@ -77,7 +76,7 @@ def test_workers_get_the_stack_settings_by_the_names_the_code_reads():
         assert STACK_ENV <= set(env), (name, STACK_ENV - set(env))
     for name in STACK_ENV - READ_BY_LIBRARIES - PENDING:
         assert name in read, f"{name} is set in infra/ but no code in src/ or flows/ reads it"
-    # The Optuna storage name must match whatever the code reads once issue 5 lands.
+    # The Optuna storage name must match what the search reads.
     optuna = {n for n in read if "OPTUNA" in n}
     assert optuna <= {"LORAOPS_OPTUNA_STORAGE"}, optuna
     # Every LORAOPS_ setting the code reads for the stack is passed to the workers.

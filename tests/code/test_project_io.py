@@ -2,8 +2,8 @@
 
 import pytest
 
-from loraops.project import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
-from loraops.serving import request_texts
+from loraops.core import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from loraops.registry.serving import request_texts
 
 
 def test_atomic_dir_replaces_target_only_on_success(tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loraops.search_select import NoCompletedTrial, TrialResult, pareto_front, select
+from loraops.search import NoCompletedTrial, TrialResult, pareto_front, select
 
 
 def trial(number, metric, params, state="COMPLETE"):

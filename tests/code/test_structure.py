@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from loraops.steps import PIPELINE, STAGES
+from loraops.pipeline import PIPELINE, STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def test_each_dvc_stage_depends_on_the_outputs_of_an_earlier_stage():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     produced: set[str] = set()
     for name, stage in stages.items():
-        data_deps = [d for d in stage.get("deps", []) if not d.startswith(("src/", "evals/"))]
+        data_deps = [d for d in stage.get("deps", []) if not d.startswith(("src/", "evals"))]
         assert set(data_deps) <= produced, f"{name} depends on {set(data_deps) - produced} not produced before it"
         outs = stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", [])
         produced |= {o if isinstance(o, str) else next(iter(o)) for o in outs}
@@ -32,11 +32,11 @@ def test_each_dvc_stage_depends_on_the_outputs_of_an_earlier_stage():
 def test_prefect_flow_runs_the_library_pipeline_and_holds_no_step_logic():
     source = (REPO / "flows" / "pipeline.py").read_text()
     tree = ast.parse(source)
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "loraops.steps"
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "loraops.pipeline"
                 for a in n.names}
     assert {"PIPELINE", "run_stage"} <= imported
     loops = [n for n in ast.walk(tree) if isinstance(n, ast.For) and ast.unparse(n.iter) == "PIPELINE"]
-    assert loops, "the flow must iterate over loraops.steps.PIPELINE"
+    assert loops, "the flow must iterate over loraops.pipeline.PIPELINE"
     assert set(STAGES) == set(PIPELINE)
 
 

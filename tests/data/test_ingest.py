@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import CLINC150
+from tests.helpers.projects import CLINC150
 from loraops.config import DataParams
 from loraops.data.ingest import ingest
-from loraops.errors import DataError
+from loraops.core import DataError
 
 
 def test_demo_source_is_deterministic_and_has_splits(tmp_path):

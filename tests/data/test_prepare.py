@@ -3,7 +3,7 @@
 import pytest
 
 from loraops.config import PrepareParams
-from loraops.errors import DataError
+from loraops.core import DataError
 from loraops.modeling import load_tokenizer
 from loraops.prepare import clean_records, prepare, split_records
 

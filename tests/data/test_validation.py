@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bad_inputs import BadInput, bad_inputs, fake_token_lengths, good_records
-from conftest import CLINC150, REPO
+from tests.helpers.bad_inputs import BadInput, bad_inputs, fake_token_lengths, good_records
+from tests.helpers.projects import CLINC150, REPO
 from loraops.config import DataParams, Params, ValidateParams
 from loraops.data.demo import generate_demo_dataset
 from loraops.data.ingest import ingest

@@ -12,9 +12,9 @@ import yaml
 
 from loraops.config import load_params
 from loraops.data.demo import generate_demo_dataset
-from loraops.errors import DataError, LoraopsError, ValidationFailed
-from loraops.project import Layout, read_json
-from loraops.steps import run_stage
+from loraops.core import DataError, LoraopsError, ValidationFailed
+from loraops.core import Layout, read_json
+from loraops.pipeline import run_stage
 
 pytestmark = pytest.mark.integration
 

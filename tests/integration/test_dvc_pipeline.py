@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_repo, write_params
-from loraops.steps import PIPELINE
+from loraops.pipeline import PIPELINE
+from tests.helpers.projects import copy_repo, dvc, write_params
 
 pytestmark = pytest.mark.integration
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    result = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 def ran(output: str) -> list[str]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import copy_repo, loraops_cmd, write_params
-from loraops.project import Layout
-from loraops.steps import PIPELINE
+from tests.helpers.projects import copy_repo, loraops_cmd, write_params
+from loraops.core import Layout
+from loraops.pipeline import PIPELINE
 
 pytestmark = pytest.mark.integration
 

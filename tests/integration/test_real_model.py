@@ -5,8 +5,8 @@ import subprocess
 import mlflow
 import pytest
 
-from conftest import REPO, copy_repo, loraops_cmd
-from loraops.project import Layout, read_json
+from tests.helpers.projects import REPO, copy_repo, loraops_cmd
+from loraops.core import Layout, read_json
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,11 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import copy_repo, write_params
-from loraops.errors import ValidationFailed
-from loraops.retrain_record import STATUS_TAG
-from loraops.project import Layout
+from tests.helpers.projects import copy_repo, write_params
+from loraops.config import load_params
+from loraops.core import ValidationFailed
+from loraops.pipeline.retrain import STATUS_TAG
+from loraops.core import Layout
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +93,28 @@ def test_push_failure_after_training_undoes_the_commit_and_registers_nothing(rep
     assert runs["push_outputs"] == 4  # the first try and three retries
     assert runs["commit_outputs"] == 1 and runs["train"] == 1
     assert "register_version" not in runs  # nothing is registered before the remote holds the outputs
+
+
+def test_a_failure_after_promotion_keeps_the_new_champion_and_says_so(repo, retrain_flow, monkeypatch):
+    import loraops.pipeline.retrain as retrain_record
+
+    # Gates the tiny model can pass, so the version is champion before the failure comes.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["promote"].update({"min_gain_over_base": -1.0, "min_recovered_share": 0.0, "max_retention_drop": 1.0})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+    def tracking_server_gone(*args, **kwargs):
+        raise ConnectionError("tracking server went away after the registration")
+
+    monkeypatch.setattr(retrain_record, "record_success", tracking_server_gone)
+    state = retrain_flow(root=str(repo), return_state=True)
+    assert state.is_failed()
+    client = mlflow.MlflowClient(tracking_uri=Layout(repo).tracking_uri())
+    (version,) = client.search_model_versions("name = 'tiny-intent'")
+    assert version.tags["promotion.decision"] == "champion"
+    assert str(client.get_registered_model("tiny-intent").aliases["champion"]) == str(version.version)
+    assert version.tags["loraops.registration"] == "complete"
+    assert "tracking server went away" in version.tags[retrain_record.FAILED_AFTER_REGISTRATION_TAG]
+    run = client.get_run(version.run_id)
+    assert run.data.tags[STATUS_TAG] == "failed"  # not a successful retrain: the next one runs again
+    assert retrain_record.last_successful_run(Layout(repo), load_params(repo / "params.yaml")) is None

@@ -16,8 +16,8 @@ import time
 import mlflow
 import pytest
 
-from conftest import loraops_cmd
-from team_stack import LocalStack, committed_project, trigger
+from tests.helpers.projects import loraops_cmd
+from tests.helpers.team_stack import LocalStack, committed_project, trigger
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_scheduled_retrain_trains_once_then_skips_and_restores(tmp_path, tiny_ba
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     repo = committed_project(tmp_path / "repo", tiny_base)
-    deployed = subprocess.run(loraops_cmd() + ["deploy", "--root", str(repo)], cwd=repo, env=stack.env(),
+    deployed = subprocess.run(loraops_cmd() + ["deploy", "-p", str(repo / "params.yaml")], cwd=repo, env=stack.env(),
                               capture_output=True, text=True, timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     stack.start_worker(pythonpath=os.environ.get("PYTHONPATH", ""))
@@ -75,7 +75,7 @@ def test_scheduled_retrain_trains_once_then_skips_and_restores(tmp_path, tiny_ba
         assert client.read_work_pool("loraops-process").type == "process"
         assert [s.schedule.cron for s in deployment.schedules] == ["0 3 * * *"]
         # The Kubernetes variant: the server accepts the GPU job template as the pool's base job template.
-        gpu = subprocess.run(loraops_cmd() + ["deploy", "--name", "retrain-gpu", "--root", str(repo)], cwd=repo,
+        gpu = subprocess.run(loraops_cmd() + ["deploy", "--name", "retrain-gpu", "-p", str(repo / "params.yaml")], cwd=repo,
                              env=stack.env(), capture_output=True, text=True, timeout=300)
         assert gpu.returncode == 0, gpu.stdout + gpu.stderr
         k8s = client.read_work_pool("loraops-k8s-gpu")
@@ -96,17 +96,18 @@ def test_scheduled_retrain_trains_once_then_skips_and_restores(tmp_path, tiny_ba
         run = mlflow_client.get_run(version.run_id)
         assert run.data.tags["loraops.retrain"] == "succeeded"
         assert run.data.tags["prefect.flow_run_id"] == str(first.id)
-        adapter_md5 = run.data.tags["dvc.out.models/adapter"]
-        dataset_md5 = run.data.tags["dvc.out.data/raw/dataset.jsonl"]
+        adapter_md5 = version.tags["dvc.adapter.md5"]  # a folder: the .dir listing object
+        dataset_md5 = version.tags["dvc.dataset.md5"]
         # The remote holds the dataset and the adapter (DVC 3 layout: files/md5/ab/cdef...).
         for md5 in (adapter_md5, dataset_md5):
             assert (stack.remote / "files" / "md5" / md5[:2] / md5[2:]).is_file(), md5
         runs_before = mlflow_client.search_runs([run.info.experiment_id])
 
-        # A clean clone gets the exact adapter and dataset back by the hashes recorded in MLflow.
+        # A clean clone gets the exact adapter and dataset back by the hashes recorded on the version, by
+        # the run id as by the version number.
         clone = committed_project(tmp_path / "clone", tiny_base)
-        restored = subprocess.run(loraops_cmd() + ["restore", run.info.run_id, "--root", str(clone)], cwd=clone,
-                                  env=stack.env(), capture_output=True, text=True, timeout=300)
+        restored = subprocess.run(loraops_cmd() + ["restore", run.info.run_id, "-p", str(clone / "params.yaml")],
+                                  cwd=clone, env=stack.env(), capture_output=True, text=True, timeout=300)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         for name in ("models/adapter/adapter_model.safetensors", "data/raw/dataset.jsonl"):
             assert sha256(clone / name) == sha256(repo / name), name

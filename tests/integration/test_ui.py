@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from conftest import loraops_cmd
+from tests.helpers.projects import loraops_cmd
 
 pytestmark = pytest.mark.integration
 

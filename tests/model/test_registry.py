@@ -5,25 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from loraops.config import load_params
-from loraops.project import Layout, read_json
-from loraops.steps import PIPELINE, run_stage
+from loraops.core import read_json
+from loraops.pipeline import PIPELINE
+from tests.helpers.projects import new_project, run_stages
 
 
 @pytest.fixture(scope="module")
 def finished_project(tmp_path_factory, tiny_base):
-    import shutil
-
-    from conftest import REPO, write_params
-
-    root = tmp_path_factory.mktemp("registry") / "project"
-    root.mkdir()
-    shutil.copytree(REPO / "evals", root / "evals")
-    write_params(root, tiny_base)
-    layout = Layout(root)
-    params = load_params(layout.params_file)
-    results = {name: run_stage(name, params, layout) for name in PIPELINE}
-    return layout, results
+    layout = new_project(tmp_path_factory.mktemp("registry") / "project", tiny_base)
+    return layout, run_stages(layout, *PIPELINE)
 
 
 def test_one_run_holds_params_metrics_curve_and_safetensors_adapter(finished_project):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from loraops.checkpoints import MANIFEST, problem_with
+from loraops.training.checkpoints import MANIFEST, problem_with
 from loraops.config import LoraParams, PrepareParams, TrainParams
 from loraops.data.demo import generate_demo_dataset
 from loraops.modeling import load_tokenizer
 from loraops.prepare import prepare
-from loraops.train import train
+from loraops.training import train
 
-SCRIPT = Path(__file__).with_name("train_script.py")
+REPO = Path(__file__).resolve().parents[2]
 # dropout on and eval every 3 steps, so RNG, optimizer, scheduler and early-stopping state all must resume.
 PARAMS = {"method": "lora", "max_steps": 10, "batch_size": 4, "learning_rate": 1e-2, "warmup_steps": 2,
           "logging_steps": 1, "eval_steps": 3, "save_steps": 4, "progress_bar": False}
@@ -35,8 +35,7 @@ def splits(tiny_base):
 def spawn(spec: dict, tmp: Path, name: str) -> tuple[subprocess.Popen, Path, Path]:
     spec_path, out = tmp / f"{name}.json", tmp / f"{name}.out.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SCRIPT.parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(spec_path), str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.train_script", str(spec_path), str(out)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, spec_path, out
 
@@ -63,10 +62,11 @@ def test_sigkill_midway_then_rerun_resumes_and_ends_where_a_clean_run_does(tiny_
     assert resumed["steps_run"] == [5, 6, 7, 8, 9, 10]  # finished steps are not redone
     assert [r["step"] for r in resumed["curve"]] == list(range(1, 11))  # curve restored from the checkpoint
 
-    _, clean, curve = train(tiny_base, splits, TrainParams(**PARAMS), 11, 384, tmp_path / "clean", LoraParams(r=4, alpha=8))
-    assert clean["resumed_from_step"] == 0
-    assert abs(resumed["metrics"]["val_loss"] - clean["val_loss"]) < LOSS_TOLERANCE
-    for got, want in zip(resumed["curve"], curve):
+    _, clean, curves = train(tiny_base, splits, TrainParams(**PARAMS), 11, 384, tmp_path / "clean",
+                             LoraParams(r=4, alpha=8))
+    assert clean.resumed_from_step == 0
+    assert abs(resumed["metrics"]["val_loss"] - clean.val_loss) < LOSS_TOLERANCE
+    for got, want in zip(resumed["curve"], curves.train):
         assert abs(got["train_loss"] - want["train_loss"]) < LOSS_TOLERANCE, (got, want)
 
 
@@ -80,8 +80,8 @@ def test_torn_checkpoint_is_skipped_with_a_warning_and_the_previous_one_used(tin
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # torn write
     with pytest.warns(UserWarning, match=r"checkpoint-8: skipping incomplete checkpoint: .*truncated"):
         _, again, _ = train(tiny_base, splits, params, 2, 384, tmp_path, lora)
-    assert again["resumed_from_step"] == 4 and again["steps"] == 8
-    assert abs(again["val_loss"] - first["val_loss"]) < LOSS_TOLERANCE
+    assert again.resumed_from_step == 4 and again.steps == 8
+    assert abs(again.val_loss - first.val_loss) < LOSS_TOLERANCE
 
 
 def test_each_kind_of_damage_is_detected(tiny_base, splits, tmp_path):
@@ -112,6 +112,6 @@ def test_changed_input_never_resumes_a_stale_run(tiny_base, splits, tmp_path):
     train(tiny_base, splits, params, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
     old = {p.name for p in tmp_path.glob("run-*")}
     changed = params.model_copy(update={"learning_rate": 5e-3})
-    _, metrics, _ = train(tiny_base, splits, changed, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
-    assert metrics["resumed_from_step"] == 0 and metrics["steps"] == 2
+    _, record, _ = train(tiny_base, splits, changed, 2, 384, tmp_path, LoraParams(r=2, alpha=4))
+    assert record.resumed_from_step == 0 and record.steps == 2
     assert {p.name for p in tmp_path.glob("run-*")}.isdisjoint(old)  # the stale run was removed

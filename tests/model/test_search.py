@@ -15,12 +15,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import loraops_cmd, write_params
 from loraops.config import load_params
-from loraops.project import Layout, read_json, read_jsonl, write_jsonl
-from loraops.search import open_study, prepare_search, run_search, run_worker, study_name
-from loraops.search_select import NoCompletedTrial
-from loraops.steps import run_stage
+from loraops.core import Layout, read_json, read_jsonl, write_jsonl
+from loraops.pipeline import run_stage
+from loraops.search import NoCompletedTrial, open_study, prepare_search, run_worker, search_stage, study_name
+from tests.helpers.projects import loraops_cmd, new_project, run_stages, write_params
 
 # Plain LoRA (no 4-bit setup), one eval per step, a handful of val rows: a trial takes a few seconds.
 FAST = {"enabled": True, "max_steps": 2, "eval_steps": 1, "ranks": [2, 4], "target_modules": ["attention"],
@@ -29,14 +28,9 @@ FAST = {"enabled": True, "max_steps": 2, "eval_steps": 1, "ranks": [2, 4], "targ
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_base) -> Path:
-    root = tmp_path_factory.mktemp("search") / "prepared"
-    root.mkdir()
-    shutil.copytree(Path(__file__).resolve().parents[2] / "evals", root / "evals")
-    write_params(root, tiny_base)
-    params, layout = load_params(root / "params.yaml"), Layout(root)
-    for name in ("base_model", "ingest", "validate", "prepare"):
-        run_stage(name, params, layout)
-    return root
+    layout = new_project(tmp_path_factory.mktemp("search") / "prepared", tiny_base)
+    run_stages(layout, "base_model", "ingest", "validate", "prepare")
+    return layout.root
 
 
 def project(prepared: Path, tmp_path: Path, tiny_base: Path, **search) -> tuple[Path, object]:
@@ -100,7 +94,7 @@ def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(pre
     # A learning rate that moves the val loss first, then two that cannot beat it at the first rung.
     for lr in (0.05, 1e-7, 1e-7):
         study.enqueue_trial({"r": 2, "target_modules": "attention", "learning_rate": lr})
-    choice = run_search(params, layout)
+    choice = search_stage(params, layout)
 
     table = {int(r["number"]): r for r in __import__("csv").DictReader((layout.search_dir / "trials.csv").open())}
     assert [table[n]["state"] for n in sorted(table)] == ["complete", "pruned", "pruned"]
@@ -133,8 +127,8 @@ def test_two_workers_on_one_sqlite_study_split_the_trials_without_duplicates(pre
     # Worker 1 in a subprocess, worker 0 in this process once worker 1 has finished its imports.
     ready = tmp_path / "ready"
     code = ("import json, sys; from pathlib import Path; from loraops.config import load_params; "
-            "from loraops.project import Layout; from loraops.search import run_worker; "
-            "import loraops.search_trial, loraops.train, loraops.evaluation, transformers.trainer, peft, mlflow; "
+            "from loraops.core import Layout; from loraops.search import run_worker; "
+            "import loraops.search.trial, loraops.training, loraops.evaluation, transformers.trainer, peft, mlflow; "
             "root = Path(sys.argv[1]); Path(sys.argv[2]).touch(); print('RESULT', json.dumps(run_worker("
             "load_params(root / 'params.yaml'), Layout(root), 1)))")
     other = subprocess.Popen([sys.executable, "-c", code, str(root), str(ready)], stdout=subprocess.PIPE,
@@ -163,7 +157,7 @@ def test_failing_trials_are_recorded_and_all_failed_is_a_clear_error(prepared, t
     # An answer longer than max_length: encoding fails inside every trial's training.
     write_jsonl(layout.prepared_dir / "val.jsonl", [{**r, "completion": "x " * 2000} for r in val])
     with pytest.raises(NoCompletedTrial, match=r"no trial completed \(FAIL: 2\)"):
-        run_search(params, layout)
+        search_stage(params, layout)
     rows = list(__import__("csv").DictReader((layout.search_dir / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["fail", "fail"] and not layout.search_choice.exists()
     client = mlflow.MlflowClient(layout.local_tracking_uri())

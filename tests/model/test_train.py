@@ -6,7 +6,7 @@ from loraops.config import LoraParams, PrepareParams, TrainParams
 from loraops.data.demo import generate_demo_dataset
 from loraops.modeling import load_tokenizer
 from loraops.prepare import prepare
-from loraops.train import IGNORE, CompletionCollator, encode_example, train
+from loraops.training import IGNORE, CompletionCollator, encode_example, train
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,12 @@ def test_qlora_quantises_base_trains_only_lora_and_lowers_loss(tiny_base, splits
     import bitsandbytes as bnb
 
     params = TrainParams(max_steps=12, batch_size=4, learning_rate=1e-2, warmup_steps=0, logging_steps=1)
-    model, metrics, curve = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=4, alpha=8))
+    model, record, curves = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=4, alpha=8))
+    curve = curves.train
     quantised = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantised, "QLoRA base layers must be 4-bit"
     assert all(not p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
-    assert 0 < metrics["trainable_share"] < 0.2 and metrics["steps"] == 12
+    assert 0 < record.trainable_share < 0.2 and record.steps == 12
     assert len(curve) == 12
     first, last = curve[0]["train_loss"], sum(r["train_loss"] for r in curve[-3:]) / 3
     assert last < first - 0.2, (first, last)  # from ~ln(vocab) on a random model
@@ -52,15 +53,15 @@ def test_qlora_quantises_base_trains_only_lora_and_lowers_loss(tiny_base, splits
 
 def test_lora_none_is_full_fine_tuning_through_the_same_code(tiny_base, splits, tmp_path):
     params = TrainParams(max_steps=2, batch_size=4, warmup_steps=0, logging_steps=1)
-    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, None)
-    assert metrics["method"] == "full" and metrics["trainable_share"] == 1.0
+    _, record, _ = train(tiny_base, splits, params, 0, 384, tmp_path, None)
+    assert record.method == "full" and record.trainable_share == 1.0
 
 
 def test_same_seed_gives_the_same_loss(tiny_base, splits, tmp_path):
     params = TrainParams(method="lora", max_steps=4, batch_size=4, warmup_steps=0, logging_steps=1, eval_steps=2)
     runs = [train(tiny_base, splits, params, 5, 384, tmp_path / str(i), LoraParams(r=2, alpha=4)) for i in range(2)]
-    assert runs[0][2] == runs[1][2]  # train losses, step by step
-    assert runs[0][1]["val_curve"] == runs[1][1]["val_curve"] and len(runs[0][1]["val_curve"]) == 2
+    assert runs[0][2].train == runs[1][2].train  # train losses, step by step
+    assert runs[0][2].val == runs[1][2].val and len(runs[0][2].val) == 2
 
 
 def test_eval_every_n_steps_reaches_callbacks_and_early_stopping_stops(tiny_base, splits, tmp_path):
@@ -75,11 +76,12 @@ def test_eval_every_n_steps_reaches_callbacks_and_early_stopping_stops(tiny_base
     # An improvement must beat 10 nats to count, so the second evaluation already exhausts patience 1.
     params = TrainParams(method="lora", max_steps=20, batch_size=4, warmup_steps=0, logging_steps=1, eval_steps=2,
                          early_stopping_patience=1, early_stopping_min_delta=10.0, save_steps=None)
-    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4), callbacks=[Seen()])
-    assert metrics["steps"] == 4 and metrics["planned_steps"] == 20 and metrics["stopped_early"]
+    _, record, curves = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4),
+                              callbacks=[Seen()])
+    assert record.steps == 4 and record.planned_steps == 20 and record.stopped_early
     assert [s for s, _ in Seen.losses] == [2, 4, 4]  # every 2 steps, then the final evaluation
-    assert [r["step"] for r in metrics["val_curve"]] == [2, 4]
-    assert metrics["val_loss"] == pytest.approx(Seen.losses[-1][1])
+    assert [r["step"] for r in curves.val] == [2, 4]
+    assert record.val_loss == pytest.approx(Seen.losses[-1][1])
     assert not list(tmp_path.glob("run-*"))  # save_steps null: no checkpoints written
 
 
@@ -87,7 +89,7 @@ def test_epochs_budget_and_scheduler(tiny_base, splits, tmp_path):
     params = TrainParams(method="lora", max_steps=None, epochs=1, batch_size=16, lr_scheduler="linear",
                          warmup_steps=0, logging_steps=1, eval_steps=None, early_stopping_patience=None,
                          save_steps=None)
-    _, metrics, _ = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4))
-    assert metrics["steps"] == -(-len(splits["train"]) // 16)  # one pass over the data
+    _, record, _ = train(tiny_base, splits, params, 0, 384, tmp_path, LoraParams(r=2, alpha=4))
+    assert record.steps == -(-len(splits["train"]) // 16)  # one pass over the data
     with pytest.raises(ValueError, match="exactly one of train.max_steps and train.epochs"):
         TrainParams(max_steps=10, epochs=1)

@@ -5,22 +5,19 @@ import shutil
 import pytest
 
 from loraops.config import load_params
+from loraops.core import Layout, read_json, write_json, write_jsonl
 from loraops.data.demo import generate_demo_dataset
 from loraops.modeling import load_tokenizer
+from loraops.pipeline import run_stage
 from loraops.prepare import prepare
-from loraops.project import Layout, read_json, write_json, write_jsonl
-from loraops.steps import run_stage
+from loraops.training import BaselineRecord, DisabledBaseline, read_baseline
+from tests.helpers.projects import new_project, run_stages
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_base):
-    from conftest import REPO, write_params
-
-    root = tmp_path_factory.mktemp("stages") / "project"
-    root.mkdir()
-    shutil.copytree(REPO / "evals", root / "evals")
-    write_params(root, tiny_base, train={"eval_steps": 2, "save_steps": 2})
-    layout = Layout(root)
+    layout = new_project(tmp_path_factory.mktemp("stages") / "project", tiny_base,
+                         train={"eval_steps": 2, "save_steps": 2}, search={"enabled": False})
     params = load_params(layout.params_file)
     run_stage("base_model", params, layout)
     # The prepared splits straight from the library (the data stages have their own tests; GX is slow).
@@ -29,8 +26,7 @@ def trained(tmp_path_factory, tiny_base):
     for name, split in splits.items():
         write_jsonl(layout.prepared_dir / f"{name}.jsonl", split)
     write_json(layout.prepared_dir / "labels.json", labels)
-    for name in ("train", "baseline"):
-        run_stage(name, params, layout)
+    run_stages(layout, "search", "train", "baseline")
     return layout
 
 
@@ -53,8 +49,8 @@ def test_merged_export_loads_with_plain_transformers_and_matches_the_adapter(tra
     from transformers import AutoModelForCausalLM
 
     from loraops.modeling import load_tokenizer
-    from loraops.project import read_jsonl
-    from loraops.train_outputs import sample_batch
+    from loraops.core import read_jsonl
+    from loraops.training.export import sample_batch
 
     layout = trained
     diff = read_json(layout.train_metrics)["merge_max_abs_logit_diff"]
@@ -76,15 +72,14 @@ def test_merged_export_loads_with_plain_transformers_and_matches_the_adapter(tra
 def test_baseline_stage_writes_a_plain_full_model_and_its_metrics(trained):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from loraops.train_outputs import baseline_available
-
     layout = trained
     metrics = read_json(layout.baseline_metrics)
     assert metrics["enabled"] is True and metrics["method"] == "full" and metrics["trainable_share"] == 1.0
     assert metrics["learning_rate"] == load_params(layout.params_file).baseline.learning_rate
     assert metrics["steps"] == read_json(layout.train_metrics)["steps"]  # same budget
     assert "adapter_bytes" not in metrics and isinstance(metrics["val_loss"], float)
-    assert baseline_available(layout.full_model_dir)
+    assert isinstance(read_baseline(layout.baseline_metrics), BaselineRecord)
+    assert (layout.full_model_dir / "config.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(layout.full_model_dir)
     AutoTokenizer.from_pretrained(layout.full_model_dir)
     base = AutoModelForCausalLM.from_pretrained(layout.base_model_dir)
@@ -93,13 +88,12 @@ def test_baseline_stage_writes_a_plain_full_model_and_its_metrics(trained):
 
 
 def test_disabled_baseline_writes_an_explicit_record_and_no_model(trained, tmp_path):
-    from loraops.train_outputs import baseline_available
-
     root = tmp_path / "project"
     shutil.copytree(trained.root, root, ignore=shutil.ignore_patterns("full", "baseline.json"))
     layout = Layout(root)
     params = load_params(layout.params_file, ["baseline.enabled=false"])
     assert run_stage("baseline", params, layout) == read_json(layout.baseline_metrics)
     assert read_json(layout.baseline_metrics)["enabled"] is False
-    assert not baseline_available(layout.full_model_dir)
+    assert isinstance(read_baseline(layout.baseline_metrics), DisabledBaseline)
+    assert not (layout.full_model_dir / "config.json").is_file()
     assert not list(layout.full_model_dir.glob("*.safetensors"))

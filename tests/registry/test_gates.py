@@ -1,28 +1,38 @@
-"""The promotion gates as pure functions over hand-made eval.json dicts (the evaluation contract)."""
+"""The promotion gates as pure functions over hand-made evaluation and validation summaries (the records the
+evaluate and validate stages write)."""
 
 import pytest
 
-from loraops.config import PROMOTION_GATES, ConfigError, PromoteParams, load_params
-from loraops.gates import ChampionScore, describe, evaluate_gates, gate_tags, passed
-from registry_fixtures import evaluation
+from loraops.config import PROMOTION_GATES, PromoteParams, load_params
+from loraops.core import ConfigError
+from loraops.evaluation import EvaluationSummary
+from loraops.registry.gates import ChampionScore, describe, evaluate_gates, gate_tags, passed
+from loraops.validation import ValidationSummary
+from tests.helpers.registry import evaluation
 
-OK_VALIDATION = {"success": True, "errors": 0, "warnings": 1}
+
+def validation(success: bool = True, errors: int = 0, warnings: int = 1) -> ValidationSummary:
+    return ValidationSummary(success=success, errors=errors, warnings=warnings, failures=[], stats={})
+
+
+OK_VALIDATION = validation()
 PARAMS = PromoteParams()
 
 
 def outcomes_by_name(evaluation_json, validation=OK_VALIDATION, params=PARAMS, champion=None, version="2"):
-    return {o.name: o for o in evaluate_gates(evaluation_json, validation, params, champion, version)}
+    summary = EvaluationSummary.model_validate(evaluation_json)
+    return {o.name: o for o in evaluate_gates(summary, validation, params, champion, version)}
 
 
 def test_a_good_candidate_passes_every_gate():
-    outcomes = evaluate_gates(evaluation(), OK_VALIDATION, PARAMS, None)
+    outcomes = evaluate_gates(EvaluationSummary.model_validate(evaluation()), OK_VALIDATION, PARAMS, None)
     assert [o.name for o in outcomes] == list(PROMOTION_GATES)
     assert {o.status for o in outcomes} == {"pass"} and passed(outcomes)
 
 
 # One hand-made failure per gate; every other gate still passes.
 FAILING = {
-    "validation_passed": dict(validation={"success": False, "errors": 3, "warnings": 0}),
+    "validation_passed": dict(validation=validation(success=False, errors=3, warnings=0)),
     "beats_base": dict(evaluation_json=evaluation(diff_low=-0.01)),
     "recovers_full_gain": dict(evaluation_json=evaluation(adapter=0.60, full=0.90)),
     "retention": dict(evaluation_json=evaluation(retention_drop=0.2)),
@@ -58,8 +68,10 @@ def test_missing_evidence_fails_unless_the_gate_is_optional():
     assert lenient["recovers_full_gain"].status == "skipped" and passed(list(lenient.values()))
     no_retention = outcomes_by_name(evaluation(retention_drop=None))["retention"]
     assert no_retention.status == "fail" and "retention_drop" in no_retention.reason
-    # Today's evaluate stage output (no intervals): cannot prove it beats base, so it fails.
-    bare = {"models": {"adapter": {"accuracy": 0.9}, "base": {"accuracy": 0.1}}, "test_items": 10}
+    # A summary without intervals cannot prove the adapter beats base, so it fails.
+    bare = {"headline": "accuracy", "test_items": 10, "test_set_sha256": "s", "confidence": 0.95,
+            "bootstrap_samples": 1000, "models": {"adapter": {"items": 10, "accuracy": 0.9},
+                                                  "base": {"items": 10, "accuracy": 0.1}}}
     assert outcomes_by_name(bare)["beats_base"].status == "fail"
     assert outcomes_by_name(evaluation(), validation=None)["validation_passed"].status == "fail"
 
@@ -81,7 +93,8 @@ def test_full_fine_tune_that_gained_nothing_leaves_nothing_to_recover():
 
 
 def test_outcomes_become_tags_and_a_readable_description():
-    outcomes = evaluate_gates(evaluation(retention_drop=0.3), OK_VALIDATION, PARAMS, None)
+    outcomes = evaluate_gates(EvaluationSummary.model_validate(evaluation(retention_drop=0.3)), OK_VALIDATION,
+                              PARAMS, None)
     tags = gate_tags(outcomes)
     assert tags["gate.retention"] == "fail" and "0.3000 > 0.0500" in tags["gate.retention.reason"]
     assert "| retention | fail |" in describe(outcomes, "challenger")

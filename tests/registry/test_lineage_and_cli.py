@@ -2,9 +2,8 @@
 commands of the CLI (models, promote, --force --reason, rollback, predict) on the project's SQLite store."""
 
 import json
-import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,13 @@ import yaml
 from typer.testing import CliRunner
 
 from loraops.cli import app
-from loraops.lineage import dvc_md5, restore_pointers
-from loraops.project import read_json
-from registry_fixtures import client_for, evaluation, register, trained_project  # noqa: F401
+from loraops.core import Layout, read_json
+from loraops.core.hashing import dvc_md5
+from loraops.registry import restore_pointers
+from tests.helpers.projects import dvc
+from tests.helpers.registry import client_for, evaluation, register
 
 pytestmark = pytest.mark.integration
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    result = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
 
 
 def files(path: Path) -> dict[str, bytes]:
@@ -33,7 +26,7 @@ def files(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(trained_project, tmp_path,  # noqa: F811
+def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(trained_project, tmp_path,
                                                                            monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     layout = trained_project
@@ -63,7 +56,7 @@ def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(train
         assert dvc_md5(restored) == tags[f"dvc.{name}.md5"]
 
 
-def test_registry_commands(trained_project, monkeypatch):  # noqa: F811
+def test_registry_commands(trained_project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = ["-p", str(trained_project.params_file)]  # registry.model_name: tiny-intent
     client = client_for(trained_project.local_tracking_uri())
@@ -102,3 +95,42 @@ def test_registry_commands(trained_project, monkeypatch):  # noqa: F811
     assert answered.exit_code == 0, answered.output
     assert len(answered.stdout.split("\n")) == 3  # one line per text
     assert read_json(trained_project.prepared_dir / "labels.json")  # the served labels come from here
+
+
+def test_loraops_restore_puts_back_a_versions_outputs_by_number_and_by_run_id(trained_project, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "project"
+    shutil.copytree(trained_project.root, root, symlinks=True)  # its own copy: this test breaks the outputs
+    layout = Layout(root)
+    registered = register(layout, "restored", evaluation())
+    dvc(root, "commit", "--force", "ingest", "prepare", "search", "train")
+    dvc(root, "push", "ingest", "prepare", "search", "train")
+    originals = {path: files(path) for path in (layout.raw_data, layout.prepared_dir, layout.adapter_dir)}
+    cli = ["-p", str(layout.params_file), "-S", "registry.model_name=restored"]
+
+    for ref in (str(registered["version"]), registered["run_id"]):
+        layout.raw_data.write_text('{"text": "not the registered data", "label": "x", "split": null}\n')
+        shutil.rmtree(layout.adapter_dir)
+        shutil.rmtree(layout.prepared_dir)
+        result = CliRunner().invoke(app, ["restore", ref, *cli])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["version"] == registered["version"]
+        for path, content in originals.items():
+            assert files(path) == content, (ref, path)
+    assert not list(root.glob(".restore-*"))  # the staging folder is gone
+
+    unknown = CliRunner().invoke(app, ["restore", "99", *cli])
+    assert unknown.exit_code == 2 and "restored has no version 99" in unknown.output
+
+
+def test_every_registry_command_takes_the_model_name_from_a_set_override(trained_project, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    registered = register(trained_project, "named-by-override", evaluation())
+    cli = ["-p", str(trained_project.params_file), "-S", "registry.model_name=named-by-override"]
+    listed = CliRunner().invoke(app, ["models", "--json", *cli])
+    assert listed.exit_code == 0 and [r["version"] for r in json.loads(listed.stdout)] == [registered["version"]]
+    promoted = CliRunner().invoke(app, ["promote", str(registered["version"]), *cli])
+    assert promoted.exit_code == 0 and "champion" in promoted.stdout
+    assert CliRunner().invoke(app, ["rollback", *cli]).exit_code == 2  # no previous champion: a clean error
+    answered = CliRunner().invoke(app, ["predict", "where is my parcel", *cli])
+    assert answered.exit_code == 0, answered.output

@@ -6,11 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from loraops.config import PROMOTION_GATES, load_params
-from loraops.errors import RegistryError
-from loraops.project import read_json, write_json
-from loraops.promotion import rollback
-from loraops.retrying import Retrier
-from registry_fixtures import client_for, evaluation, mlflow_server, register, trained_project  # noqa: F401
+from loraops.core import LoraopsError, RegistryError, read_json, write_json
+from loraops.registry import rollback
+from tests.helpers.registry import client_for, evaluation, register, tracking_for
 
 LINEAGE_TAGS = ("git.commit", "git.dirty", "dvc.dataset.md5", "dvc.prepared.md5", "dvc.adapter.md5",
                 "params.sha256", "validation.success", "validation.data_docs", "validation.data_docs_artifact",
@@ -20,7 +18,7 @@ LINEAGE_TAGS = ("git.commit", "git.dirty", "dvc.dataset.md5", "dvc.prepared.md5"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "server"])
-def store(request, trained_project):  # noqa: F811
+def store(request, trained_project):
     server = request.getfixturevalue("mlflow_server") if request.param == "server" else None
     uri = server.uri if server else trained_project.local_tracking_uri()
     with pytest.MonkeyPatch.context() as patch:
@@ -89,13 +87,13 @@ def test_better_candidate_takes_over_and_rollback_restores_the_previous_champion
     assert client.get_model_version(name, str(new["version"])).tags["promotion.replaced"] == old
 
     params = load_params(store.layout.params_file)
-    result = rollback(client, name, params.promote, Retrier(1, 0.1))
+    result = rollback(tracking_for(store.layout, store.uri, 1), name, params.promote)
     after = aliases(client, name)
     assert result == {"champion": int(old), "rolled_back": new["version"]}
     assert after["champion"] == old and "previous" not in after  # old had replaced nothing
     assert client.get_model_version(name, str(new["version"])).tags["promotion.decision"] == "rolled back"
     with pytest.raises(RegistryError, match="no 'previous'"):
-        rollback(client, name, params.promote, Retrier(1, 0.1))
+        rollback(tracking_for(store.layout, store.uri, 1), name, params.promote)
 
 
 def test_champion_loads_through_mlflow_offline_and_answers(store):
@@ -114,8 +112,13 @@ def test_champion_loads_through_mlflow_offline_and_answers(store):
         assert "adapter/adapter_model.safetensors" in files
 
 
-def test_eval_json_without_an_adapter_score_registers_nothing(trained_project, monkeypatch):  # noqa: F811
+def test_eval_json_without_an_adapter_score_registers_nothing(trained_project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    no_adapter = evaluation()
+    del no_adapter["models"]["adapter"]
     with pytest.raises(RegistryError, match="no 'adapter' entry"):
+        register(trained_project, "bad-input", no_adapter)
+    # Not an evaluation summary at all: the error names the file and the field, and nothing is registered.
+    with pytest.raises(LoraopsError, match=r"eval\.json: not a valid EvaluationSummary \(headline: Field required\)"):
         register(trained_project, "bad-input", {"models": {"base": {"accuracy": 0.3}}, "test_items": 10})
     assert client_for(trained_project.local_tracking_uri()).search_model_versions("name='bad-input'") == []

@@ -10,18 +10,15 @@ from typer.testing import CliRunner
 
 from loraops.cli import app
 from loraops.config import PromoteParams
-from loraops.errors import RegistryError
-from loraops.project import write_json
-from loraops.promotion import check_and_repair, lock_name, promote
-from loraops.retrying import Retrier
-from registry_fixtures import (client_for, evaluation, free_port, mlflow_server,  # noqa: F401
-                               register, trained_project)
+from loraops.core import RegistryError, write_json
+from loraops.registry import lock_name, promote, repair
+from tests.helpers.registry import client_for, evaluation, free_port, register, tracking_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def on_server(mlflow_server, monkeypatch):  # noqa: F811
+def on_server(mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     return mlflow_server
 
@@ -42,7 +39,7 @@ def assert_registry_intact(client, name) -> None:
         assert number in versions, f"alias {alias} points at missing version {number}"
 
 
-def test_two_concurrent_promotions_leave_exactly_one_champion_and_a_correct_previous(on_server, trained_project):  # noqa: F811
+def test_two_concurrent_promotions_leave_exactly_one_champion_and_a_correct_previous(on_server, trained_project):
     name, client = "concurrent", client_for(on_server.uri)
     first = register(trained_project, name, evaluation())
     # Two candidates held back by a strict gate, then promoted at the same moment with the default gates.
@@ -54,7 +51,8 @@ def test_two_concurrent_promotions_leave_exactly_one_champion_and_a_correct_prev
     def promote_now(version: int) -> None:
         try:
             barrier.wait()
-            results[version] = promote(client_for(on_server.uri), name, str(version), PromoteParams(), Retrier(2, 0.1))
+            results[version] = promote(tracking_for(trained_project, on_server.uri), name, str(version),
+                                       PromoteParams())
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -75,11 +73,11 @@ def test_two_concurrent_promotions_leave_exactly_one_champion_and_a_correct_prev
         client.get_registered_model(lock_name(name))  # the lock is released
 
 
-def test_a_stale_lock_from_a_dead_run_is_broken(on_server, trained_project):  # noqa: F811
+def test_a_stale_lock_from_a_dead_run_is_broken(on_server, trained_project):
     name, client = "stale-lock", client_for(on_server.uri)
     held = register(trained_project, name, evaluation(), "promote.min_gain_over_base=0.9")["version"]
     client.create_registered_model(lock_name(name), tags={"owner": "dead-run", "expires": str(time.time() - 1)})
-    result = promote(client, name, str(held), PromoteParams(), Retrier(1, 0.1))
+    result = promote(tracking_for(trained_project, on_server.uri, 1), name, str(held), PromoteParams())
     assert result["decision"] == "champion" and aliases(client, name)["champion"] == str(held)
 
 
@@ -89,7 +87,7 @@ def runs_in(db) -> int:
 
 
 def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_version(
-        on_server, trained_project):  # noqa: F811
+        on_server, trained_project):
     server = on_server  # killed and restarted on the same database, artifacts and port
     name, client = "killed", client_for(server.uri)
     first = register(trained_project, name, evaluation())
@@ -112,7 +110,7 @@ def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_ve
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
 
     server.start()
-    repaired = check_and_repair(client, name, grace_seconds=0, retry=Retrier(1, 0.1))
+    repaired = repair(tracking_for(trained_project, server.uri, 1), name, grace_seconds=0)
     assert_registry_intact(client, name)
     assert aliases(client, name)["champion"] == str(first["version"])
     killed_run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
@@ -126,7 +124,7 @@ def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_ve
     assert_registry_intact(client, name)
 
 
-def test_unreachable_server_fails_cleanly_without_registering(trained_project, monkeypatch):  # noqa: F811
+def test_unreachable_server_fails_cleanly_without_registering(trained_project, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(RegistryError, match="nothing was registered"):
         register(trained_project, "nowhere", evaluation())

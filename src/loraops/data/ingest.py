@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from loraops.config import DataParams
-from loraops.errors import DataError
+from loraops.config import DataParams, Params
+from loraops.core import DataError, Layout, write_jsonl
+from loraops.data.demo import generate_demo_dataset
 
 SPLITS = ("train", "val", "test")
 
@@ -121,8 +122,6 @@ def source_file(params: DataParams, root: Path) -> Path:
 def ingest(params: DataParams, root: Path, seed: int) -> list[dict]:
     """Read ``params``' source into raw records (demo data is generated from ``seed``)."""
     if params.source == "demo":
-        from loraops.data.demo import generate_demo_dataset
-
         rows = generate_demo_dataset(seed=seed, train_per_intent=params.demo.train_per_intent,
                                      test_per_intent=params.demo.test_per_intent)
         return [_record(r["text"], r["label"], r["split"], "demo") for r in rows]
@@ -134,3 +133,10 @@ def ingest(params: DataParams, root: Path, seed: int) -> list[dict]:
     if params.source == "clinc150":
         return read_clinc150_source(path, params)
     return read_table_source(path, params)
+
+
+def ingest_stage(params: Params, layout: Layout) -> dict:
+    """The ``ingest`` stage: ``data/raw/dataset.jsonl`` in the canonical raw form."""
+    records = ingest(params.data, layout.root, params.project.seed)
+    write_jsonl(layout.raw_data, records)
+    return {"rows": len(records), "path": str(layout.raw_data.relative_to(layout.root))}

@@ -1,0 +1,175 @@
+"""The ``evaluate`` stage: base model vs adapter vs full fine-tune, with intervals and forgetting.
+
+Every model goes through :func:`loraops.evaluation.evaluator.run_model` (same prompts, batching, greedy
+decoding, normalisation). The base model's result comes from a content-addressed cache when nothing it
+depends on changed. Outputs: ``metrics/eval.json`` (:class:`EvaluationSummary`, what the promotion gates
+read), per-item predictions, per-label scores, the confusion matrix (DVC plot + PNG), retention answers and a
+markdown report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from loraops.config import EvalParams, Params
+from loraops.core import Layout, atomic_dir, atomic_write_text, read_json, require, write_json, write_jsonl
+from loraops.core.hashing import HashMemo
+from loraops.data import load_splits
+from loraops.evaluation.cache import BaseEvalCache, rows_sha256
+from loraops.evaluation.evaluator import run_model
+from loraops.evaluation.metrics import normalise_answer
+from loraops.evaluation.records import EvaluationSummary, Interval, ModelScores
+from loraops.evaluation.report import render_report, training_facts
+from loraops.evaluation.uncertainty import (macro_f1_statistic, mean_interval, paired_difference,
+                                            paired_statistic_difference, statistic_interval)
+
+NOT_A_LABEL = "(not a label)"
+
+
+def candidate_models(params: EvalParams, layout: Layout) -> dict[str, dict[str, Path | None]]:
+    """Which models to score, in report order: base (if compared), the adapter, the full fine-tune (if any)."""
+    models: dict[str, dict[str, Path | None]] = {}
+    if params.compare_base:
+        models["base"] = {}
+    models["adapter"] = {"adapter_dir": layout.adapter_dir}
+    if params.compare_full and (layout.full_model_dir / "config.json").is_file():
+        models["full"] = {"model_dir": layout.full_model_dir}
+    return models
+
+
+def evaluate_base_cached(layout: Layout, rows: list[dict], params: EvalParams,
+                         labels: list[str] | None) -> dict[str, Any]:
+    cache = BaseEvalCache(layout.cache_dir / "eval-cache", HashMemo(layout.hash_memo))
+    key = cache.key(layout.base_model_dir, rows, params, layout.root, labels) if params.cache_base else None
+    if key is not None and (hit := cache.get(key)) is not None:
+        return {**hit, "cached": True}
+    result = run_model(layout.base_model_dir, rows, params.batch_size, layout.root, params=params, labels=labels)
+    if key is not None:
+        cache.put(key, result)
+    return {**result, "cached": False}
+
+
+def headline_scorer(name: str, runs: dict[str, dict], labels: list[str]):
+    """Per model: either per-item scores (accuracy, ROUGE-L) or a statistic over item indices (macro-F1)."""
+    if name == "macro_f1":
+        return {m: macro_f1_statistic([i["prediction"] for i in r["items"]], [i["label"] for i in r["items"]],
+                                      [normalise_answer(x) for x in labels]) for m, r in runs.items()}
+    key = "correct" if name == "accuracy" else "rouge_l"
+    return {m: [float(i[key]) for i in r["items"]] for m, r in runs.items()}
+
+
+def uncertainty(runs: dict[str, dict], params: EvalParams, labels: list[str]) -> tuple[dict, dict]:
+    """Bootstrap interval of each model's headline metric, and paired intervals of the differences."""
+    headline, n = params.headline_metric(), len(next(iter(runs.values()))["items"])
+    scorer = headline_scorer(headline, runs, labels)
+    boot = {"samples": params.bootstrap_samples, "confidence": params.confidence, "seed": params.bootstrap_seed}
+    intervals, differences = {}, {}
+    for model, score in scorer.items():
+        intervals[model] = (statistic_interval(score, n, **boot) if callable(score)
+                            else mean_interval(score, **boot))
+    for other in ("base", "full"):
+        if "adapter" in scorer and other in scorer:
+            a, b = scorer["adapter"], scorer[other]
+            differences[f"adapter_minus_{other}"] = (
+                paired_statistic_difference(a, b, n, **boot) if callable(a) else paired_difference(a, b, **boot))
+    return intervals, differences
+
+
+def recovered_share(models: dict[str, ModelScores], headline: str) -> float | None:
+    """(adapter - base) / (full - base); undefined (None) unless the full fine-tune beat the base model."""
+    if not {"base", "adapter", "full"} <= set(models):
+        return None
+    base = models["base"].score(headline)
+    gain = models["full"].score(headline) - base
+    return (models["adapter"].score(headline) - base) / gain if gain > 0 else None
+
+
+def confusion_rows(items: list[dict], labels: list[str]) -> list[dict[str, str]]:
+    known = {normalise_answer(x) for x in labels} | {i["label"] for i in items}
+    return [{"actual": i["label"], "predicted": i["prediction"] if i["prediction"] in known else NOT_A_LABEL}
+            for i in items]
+
+
+def confusion_png(rows: list[dict[str, str]], target: Path, title: str) -> bool:
+    """A heat map of the confusion matrix, when matplotlib is installed (the CSV is the DVC plot)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    actual = sorted({r["actual"] for r in rows})
+    predicted = actual + sorted({r["predicted"] for r in rows} - set(actual))
+    grid = [[sum(r["actual"] == a and r["predicted"] == p for r in rows) for p in predicted] for a in actual]
+    size = max(4.0, 0.45 * len(predicted) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * len(actual) / len(predicted) + 1))
+    ax.imshow(grid, cmap="Blues")
+    ax.set_xticks(range(len(predicted)), predicted, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(actual)), actual, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def evaluate_stage(params: Params, layout: Layout) -> dict[str, Any]:
+    """The ``evaluate`` stage over the first ``eval.max_items`` test rows."""
+    require(layout.adapter_dir, layout.prepared_dir)
+    return run_evaluation(params, layout, load_splits(layout)["test"][: params.eval.max_items]).to_json()
+
+
+def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> EvaluationSummary:
+    ep = params.eval
+    labels_file = layout.prepared_dir / "labels.json"
+    labels = read_json(labels_file) if labels_file.is_file() and ep.task == "label" else []
+    runs: dict[str, dict] = {}
+    for name, location in candidate_models(ep, layout).items():
+        if name == "base":
+            runs[name] = evaluate_base_cached(layout, rows, ep, labels or None)
+        else:
+            runs[name] = run_model(layout.base_model_dir, rows, ep.batch_size, layout.root, params=ep,
+                                   labels=labels or None, **location)
+    headline = ep.headline_metric()
+    intervals, differences = uncertainty(runs, ep, labels)
+    models: dict[str, ModelScores] = {}
+    base_retention = runs.get("base", {}).get("metrics", {}).get("retention")
+    for name, run in runs.items():
+        scores = {k: v for k, v in run["metrics"].items() if k != "per_label"}
+        scores.update({f"{headline}_low": intervals[name]["low"], f"{headline}_high": intervals[name]["high"]})
+        if "retention" in scores and base_retention is not None:
+            scores["retention_drop"] = base_retention - scores["retention"]
+        if name == "base":
+            scores["cached"] = run["cached"]
+        models[name] = ModelScores(**scores)
+    summary = EvaluationSummary(
+        headline=headline, test_items=len(rows), test_set_sha256=rows_sha256(rows), confidence=ep.confidence,
+        bootstrap_samples=ep.bootstrap_samples, models=models,
+        differences={k: Interval(**v) for k, v in differences.items()},
+        recovered_share=recovered_share(models, headline),
+        gain_over_base=(models["adapter"].score(headline) - models["base"].score(headline)) if "base" in models
+        else None)
+    per_label = {name: run["metrics"]["per_label"] for name, run in runs.items() if "per_label" in run["metrics"]}
+    confusion = confusion_rows(runs["adapter"]["items"], labels) if ep.task == "label" else []
+    facts = training_facts(layout)
+    with atomic_dir(layout.eval_report.parent) as staging:
+        write_json(staging / "per_label.json", per_label)
+        write_jsonl(staging / "retention.jsonl", [{"model": name, **item} for name, run in runs.items()
+                                                  for item in run["retention_items"]])
+        if confusion:
+            confusion_png(confusion, staging / "confusion.png", "adapter: confusion matrix (test split)")
+        atomic_write_text(staging / layout.eval_report.name, render_report(summary, per_label, facts, ep))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
+    writer.writeheader()
+    writer.writerows(confusion)
+    atomic_write_text(layout.confusion_plot, buffer.getvalue())
+    write_jsonl(layout.predictions, [{"model": name, **item} for name, run in runs.items() for item in run["items"]])
+    summary.write(layout.eval_metrics)
+    return summary

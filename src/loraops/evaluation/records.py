@@ -1,0 +1,60 @@
+"""The evaluation summary (``metrics/eval.json``): what the gates, lineage tags and ``loraops models`` read."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from loraops.core.records import Record
+
+Headline = Literal["accuracy", "macro_f1", "rouge_l"]
+
+
+class Interval(Record):
+    mean: float
+    low: float
+    high: float
+
+
+class ModelScores(Record):
+    """One model's scores on the test split; ``<headline>_low`` / ``_high`` are its bootstrap interval."""
+
+    items: int
+    seconds: float | None = None
+    items_per_second: float | None = None
+    accuracy: float | None = None
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    macro_f1: float | None = None
+    macro_f1_low: float | None = None
+    macro_f1_high: float | None = None
+    rouge_l: float | None = None
+    rouge_l_low: float | None = None
+    rouge_l_high: float | None = None
+    perplexity: float | None = None
+    answer_nll_per_token: float | None = None
+    retention: float | None = None  # share of the retention set answered right
+    retention_drop: float | None = None  # base retention minus this model's (positive: forgotten)
+    cached: bool | None = None  # the base model's scores came from the evaluation cache
+
+    def score(self, metric: str) -> float | None:
+        return getattr(self, metric)
+
+    def interval(self, metric: str) -> tuple[float | None, float | None]:
+        return getattr(self, f"{metric}_low"), getattr(self, f"{metric}_high")
+
+
+class EvaluationSummary(Record):
+    """Base, adapter and (when it exists) the full fine-tune, scored by the one evaluator on one test set."""
+
+    headline: Headline
+    test_items: int
+    test_set_sha256: str
+    confidence: float
+    bootstrap_samples: int
+    models: dict[str, ModelScores]  # "base", "adapter", "full"
+    differences: dict[str, Interval] = {}  # "adapter_minus_base", "adapter_minus_full": paired bootstrap
+    recovered_share: float | None = None  # (adapter - base) / (full - base), when the full beat the base
+    gain_over_base: float | None = None  # adapter - base on the headline metric
+
+    def model(self, name: str) -> ModelScores | None:
+        return self.models.get(name)

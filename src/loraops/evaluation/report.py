@@ -1,0 +1,96 @@
+"""The evaluation report (markdown): one comparison table of base, adapter and full fine-tune, and what it means.
+
+MLflow logs it as an artifact (register stage) and the Prefect flow shows it as a markdown artifact, so
+the same text answers "is this adapter worth it?" wherever the run is looked at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loraops.config import EvalParams
+from loraops.core import Layout
+from loraops.evaluation.records import EvaluationSummary
+from loraops.modeling import safetensors_bytes
+from loraops.training import BaselineRecord, TrainRecord, read_baseline
+
+TRAINING_KEYS = {"trainable_params", "total_params", "adapter_bytes", "adapter_to_base_size", "train_seconds",
+                 "peak_memory_mb"}
+
+
+def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
+    """What each model cost to train, from metrics/train.json and metrics/baseline.json when present."""
+    facts: dict[str, dict[str, Any]] = {"base": {"trainable_params": 0, "train_seconds": 0.0}}
+    if layout.train_metrics.is_file():
+        facts["adapter"] = TrainRecord.read(layout.train_metrics).model_dump(include=TRAINING_KEYS)
+    if layout.baseline_metrics.is_file():
+        baseline = read_baseline(layout.baseline_metrics)
+        if isinstance(baseline, BaselineRecord):
+            full = baseline.model_dump(include=TRAINING_KEYS)
+            base_bytes = safetensors_bytes(layout.base_model_dir)
+            if (layout.full_model_dir / "config.json").is_file() and base_bytes:
+                full["model_bytes"] = safetensors_bytes(layout.full_model_dir)
+                full["adapter_to_base_size"] = full["model_bytes"] / base_bytes  # a full copy: about 1.0
+            facts["full"] = full
+    return facts
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _params(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value:,}"
+
+
+def render_report(summary: EvaluationSummary, per_label: dict[str, dict], facts: dict[str, dict],
+                  params: EvalParams) -> str:
+    headline = summary.headline
+    models = {name: scores.model_dump(exclude_none=True) for name, scores in summary.models.items()}
+    pct = round(params.confidence * 100)
+    lines = ["# Evaluation: base model vs adapter vs full fine-tune", "",
+             f"{summary.test_items} test items (sha256 `{summary.test_set_sha256[:12]}`), greedy decoding, "
+             f"same prompts for every model. Headline metric: **{headline}** with {pct} % bootstrap intervals "
+             f"({summary.bootstrap_samples} resamples of the test items).", ""]
+    extra = [m for m in ("macro_f1", "rouge_l", "perplexity") if any(m in s for s in models.values())
+             and m != headline]
+    header = ["model", f"{headline} [{pct} % CI]", *extra, "retention (drop vs base)", "trainable params",
+              "size vs base", "train time", "peak memory"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, scores in models.items():
+        fact = facts.get(name, {})
+        retention = ("–" if "retention" not in scores else
+                     f"{scores['retention']:.3f} ({_num(scores.get('retention_drop'), '+.3f')})")
+        size = ("–" if name == "base" or fact.get("adapter_to_base_size") is None
+                else f"{fact['adapter_to_base_size'] * 100:.1f} %")
+        row = [name + (" (cached)" if scores.get("cached") else ""),
+               f"{scores[headline]:.3f} [{scores[f'{headline}_low']:.3f}, {scores[f'{headline}_high']:.3f}]",
+               *[_num(scores.get(m), ".2f" if m == "perplexity" else ".3f") for m in extra], retention,
+               _params(fact.get("trainable_params")), size,
+               "–" if fact.get("train_seconds") is None else f"{fact['train_seconds']:.0f} s",
+               "–" if fact.get("peak_memory_mb") is None else f"{fact['peak_memory_mb']:.0f} MB"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    for key, diff in summary.differences.items():
+        verdict = ("the interval excludes 0" if diff.low > 0 or diff.high < 0
+                   else "the interval includes 0: no clear difference on this test set")
+        lines.append(f"- **{key.replace('_', ' ')}** ({headline}, paired bootstrap): {diff.mean:+.3f} "
+                     f"[{diff.low:+.3f}, {diff.high:+.3f}]; {verdict}.")
+    share = summary.recovered_share
+    if "full" in models:
+        lines.append(f"- **Recovered share** of the full fine-tune's gain over base: "
+                     + (f"{share * 100:.0f} %." if share is not None
+                        else "undefined (the full fine-tune did not beat the base model)."))
+    else:
+        lines.append("- No full fine-tune (models/full) to compare with: run the baseline stage for it.")
+    lines += ["", "Retention: share of the built-in general prompts (loraops.retention) answered right, "
+              "rendered without the task's system prompt; drop = base minus model (positive = forgotten).", ""]
+    adapter_labels = per_label.get("adapter")
+    if adapter_labels:
+        lines += ["## Per label (adapter)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {label} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                  for label, v in adapter_labels.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Loading the local base model for training or inference, and building LoRA configs from params.
+
+One loader serves QLoRA (4-bit NF4 base), plain LoRA and full fine-tuning, so that methods differ only in
+what is quantised and what is trainable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from loraops.config import LoraParams
+from loraops.core import ModelError
+
+# Module names per named set, for Llama-style blocks (SmolLM2, Llama, Mistral, Qwen2).
+TARGET_MODULES = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype() -> Any:
+    """bf16 where the GPU supports it, fp32 otherwise (CPU bf16 matmuls are slow and lossy here)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(base_dir: Path, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+    """Counts tokens per text as the model sees them (no special tokens added)."""
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer([str(t) for t in texts], add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool = False) -> Any:
+    """Load the materialised base model; ``quantize_4bit`` gives the QLoRA NF4 base."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if not (base_dir / "config.json").is_file():
+        raise ModelError(f"{base_dir}: no base model here; run the base_model stage first")
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+    if quantize_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype())
+        kwargs["dtype"] = compute_dtype()
+        kwargs["device_map"] = {"": device()}
+    else:
+        kwargs["dtype"] = compute_dtype() if device() == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    if not quantize_4bit:
+        model.to(device())
+    return model
+
+
+def lora_config(params: LoraParams) -> Any:
+    from peft import LoraConfig
+
+    if isinstance(params.target_modules, list):
+        targets: Any = params.target_modules
+    elif params.target_modules == "all-linear":
+        targets = "all-linear"
+    else:
+        targets = TARGET_MODULES[params.target_modules]
+    return LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+
+
+def load_for_inference(base_dir: Path, adapter_dir: Path | None = None) -> tuple[Any, Any]:
+    """The base model, with the adapter applied when given; ``adapter_dir=None`` means the base model."""
+    from peft import PeftModel
+
+    model = load_base(base_dir)
+    if adapter_dir is not None:
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ModelError(f"{adapter_dir}: no adapter_config.json; run the train stage first")
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    model.eval()
+    return model, load_tokenizer(base_dir, padding_side="left")
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total); 4-bit weights count as their logical size, not their packed storage."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if hasattr(param, "quant_state"):
+            n *= 2  # Params4bit packs two 4-bit values per uint8 element
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def safetensors_bytes(folder: Path) -> int:
+    """Bytes of the safetensors weights in a model or adapter folder."""
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))

@@ -1,0 +1,90 @@
+"""The ``prepare`` stage: split the raw records and render them with the base model's chat template
+(:mod:`loraops.data.prompts`).
+
+Prepared rows keep the raw ``text``/``label`` beside the rendered ``prompt`` (everything up to the
+assistant's turn) and ``completion`` (the answer plus end-of-turn token), so training can mask the
+prompt and evaluation can generate from exactly the prompt training used.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from typing import Any
+
+from loraops.config import PrepareParams
+from loraops.core import DataError
+from loraops.data import render_row
+
+
+def _stratified_take(rows: list[dict], fraction: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Split off ``fraction`` of each label (at least one item when a label has two or more)."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_label[row["label"]].append(row)
+    kept, taken = [], []
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        n = round(len(group) * fraction)
+        n = min(max(n, 1 if len(group) > 1 else 0), len(group) - 1)
+        taken += group[:n]
+        kept += group[n:]
+    return kept, taken
+
+
+def clean_records(records: list[dict], params: PrepareParams) -> tuple[list[dict], dict[str, int]]:
+    """Opt-in cleaning; returns the rows and counts of what changed, so a summary can report it."""
+    counts = {"stripped": 0, "duplicates_dropped": 0}
+    out, seen = [], set()
+    for row in records:
+        if params.strip_text and row["text"] != row["text"].strip():
+            row = {**row, "text": row["text"].strip()}
+            counts["stripped"] += 1
+        key = (row["text"], row["label"], row["split"])
+        if params.drop_duplicates and key in seen:
+            counts["duplicates_dropped"] += 1
+            continue
+        seen.add(key)
+        out.append(row)
+    return out, counts
+
+
+def split_records(records: list[dict], params: PrepareParams, seed: int) -> dict[str, list[dict]]:
+    """Respect splits given by the source; carve missing test/val splits out of train, stratified."""
+    rng = random.Random(seed)
+    given = {r["split"] for r in records}
+    if None in given and len(given) > 1:
+        raise DataError("raw data mixes rows with and without a split; give every row a split or none")
+    splits = {s: [r for r in records if r["split"] == s] for s in ("train", "val", "test")}
+    if given == {None}:
+        splits["train"] = list(records)
+    if not splits["train"]:
+        raise DataError("raw data has no training rows")
+    if not splits["test"]:
+        splits["train"], splits["test"] = _stratified_take(splits["train"], params.test_fraction, rng)
+    if not splits["val"]:
+        splits["train"], splits["val"] = _stratified_take(splits["train"], params.val_fraction, rng)
+    for name, rows in splits.items():
+        if not rows:
+            raise DataError(f"split {name!r} is empty after splitting; add data or change prepare fractions")
+        rng.shuffle(rows)
+    return splits
+
+
+def prepare(records: list[dict], tokenizer: Any, params: PrepareParams,
+            seed: int) -> tuple[dict[str, list[dict]], list[str], dict]:
+    """Return rendered splits, the label set and a summary (counts and lengths in tokens)."""
+    records, cleaning = clean_records(records, params)
+    splits = split_records(records, params, seed)
+    labels = sorted({r["label"] for r in splits["train"]})
+    rendered = {name: [render_row(r, labels, tokenizer, params) for r in rows] for name, rows in splits.items()}
+    summary: dict[str, Any] = {"labels": len(labels), "cleaning": cleaning}
+    for name, rows in rendered.items():
+        lengths = [len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows]
+        too_long = sum(n > params.max_length for n in lengths)
+        if too_long:
+            raise DataError(f"split {name!r}: {too_long} example(s) exceed prepare.max_length={params.max_length} "
+                            f"tokens (longest {max(lengths)}); raise it rather than cut answers")
+        summary[name] = {"rows": len(rows), "max_tokens": max(lengths), "mean_tokens": sum(lengths) / len(lengths)}
+    return rendered, labels, summary

@@ -1,7 +1,0 @@
-"""MLflow "model from code" entry: the file MLflow runs to build the served model (no pickle involved)."""
-
-import mlflow
-
-from loraops.serving import AdapterModel
-
-mlflow.models.set_model(AdapterModel())

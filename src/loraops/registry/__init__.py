@@ -1,0 +1,19 @@
+"""The registry: the ``register`` stage (one MLflow run, one model version), the promotion gates, the gated
+and serialised ``champion`` alias, the clean-up rule for half-made versions, lineage tags and the pointers
+that restore a version's data and adapter with DVC.
+
+The served pyfunc (:mod:`loraops.registry.serving`) is not imported here: it pulls in ``mlflow.pyfunc``.
+"""
+
+from loraops.registry.cleanup import REGISTRATION_TAG, discard_own, repair
+from loraops.registry.gates import ChampionScore, GateOutcome, evaluate_gates, passed
+from loraops.registry.lineage import dvc_pointer, lineage_tags, recorded_outputs, restore_pointers
+from loraops.registry.promotion import (CHALLENGER, CHAMPION, PREVIOUS, alias_version, lock_name, promote,
+                                        rollback)
+from loraops.registry.register import register_stage
+from loraops.registry.versions import champion_uri, version_of_run, version_rows
+
+__all__ = ["CHALLENGER", "CHAMPION", "PREVIOUS", "REGISTRATION_TAG", "ChampionScore", "GateOutcome", "alias_version",
+           "champion_uri", "discard_own", "dvc_pointer", "evaluate_gates", "lineage_tags", "lock_name", "passed",
+           "promote", "recorded_outputs", "register_stage", "repair", "restore_pointers",
+           "rollback", "version_of_run", "version_rows"]

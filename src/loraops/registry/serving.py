@@ -1,0 +1,51 @@
+"""Serving an adapter through MLflow: a pyfunc that loads the adapter onto the local base model.
+
+``mlflow.transformers`` would save full weights and, with PEFT on a local base, reload LoRA-targeted
+base weights reinitialised; so the registered model holds only the adapter folder and references the
+base model directory through ``model_config``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from loraops.config import PrepareParams
+from loraops.core import read_json
+from loraops.data import PROMPT_FILE, render_row
+from loraops.evaluation import generate_answers, normalise_answer
+from loraops.modeling import load_for_inference
+
+
+def request_texts(model_input: Any) -> list[str]:
+    """Accept a DataFrame or dict with a ``text`` column, a list of strings, or one string."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if hasattr(model_input, "columns") or isinstance(model_input, dict):
+        if "text" not in model_input:
+            raise ValueError("input needs a 'text' column")
+        column = model_input["text"]
+        return [column] if isinstance(column, str) else [str(t) for t in column]
+    return [str(t) for t in model_input]
+
+
+class AdapterModel(mlflow.pyfunc.PythonModel):
+    """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
+
+    def load_context(self, context: Any) -> None:
+        adapter = Path(context.artifacts["adapter"])
+        self.model, self.tokenizer = load_for_inference(Path(context.model_config["base_model_dir"]), adapter)
+        spec = read_json(adapter / PROMPT_FILE)
+        self.labels = spec["labels"]
+        self.prepare = PrepareParams(**spec["prepare"])
+        self.batch_size = int(context.model_config.get("batch_size", 16))
+
+    def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
+        texts = request_texts(model_input)
+        rows = [render_row({"text": t, "label": ""}, self.labels, self.tokenizer, self.prepare) for t in texts]
+        longest = max(len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels)
+        answers = generate_answers(self.model, self.tokenizer, [r["prompt"] for r in rows], self.batch_size,
+                                   max_new_tokens=longest + 2)
+        return [normalise_answer(a) for a in answers]

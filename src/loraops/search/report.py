@@ -1,0 +1,98 @@
+"""The search's results as files: the trials table, the DVC plot data and a Pareto plot (PNG).
+
+``models/search/trials.csv`` has one row per counted trial; ``plots/search_trials.csv`` and
+``plots/search_pareto.csv`` feed ``dvc plots`` (metric vs trainable parameters, front marked); the PNG and
+a markdown table go to MLflow and to the Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from loraops.core import Layout, atomic_write_text
+from loraops.search.select import TrialResult, pareto_front
+
+COLUMNS = ["number", "state", "r", "alpha", "target_modules", "learning_rate", "dropout", "trainable_params",
+           "metric", "steps", "pareto"]
+
+
+def rows(results: list[TrialResult]) -> list[dict]:
+    front = {r.number for r in pareto_front(results)}
+    out = []
+    for r in sorted(results, key=lambda r: r.number):
+        p = r.params
+        out.append({"number": r.number, "state": r.state.lower(), "r": p.get("r"), "alpha": p.get("alpha"),
+                    "target_modules": p.get("target_modules"), "learning_rate": p.get("learning_rate"),
+                    "dropout": p.get("dropout"), "trainable_params": r.trainable_params,
+                    "metric": r.metric, "steps": r.steps, "pareto": int(r.number in front)})
+    return out
+
+
+def to_csv(table: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()
+
+
+def markdown(table: list[dict]) -> str:
+    head = ["number", "state", "r", "target_modules", "learning_rate", "trainable_params", "metric", "steps",
+            "pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else ("" if row[c] is None else str(row[c]))
+                 for c in head]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_png(results: list[TrialResult], target: Path) -> bool:
+    """Metric vs trainable parameters (log x), Pareto front as a line; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    done = [r for r in results if r.state == "COMPLETE" and r.metric is not None and r.trainable_params]
+    front = pareto_front(results)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r.trainable_params for r in done], [r.metric for r in done], label="completed trials")
+    ax.plot([r.trainable_params for r in front], [r.metric for r in front], "r-o", label="Pareto front")
+    for r in done:
+        ax.annotate(f"#{r.number} r={r.params.get('r')}", (r.trainable_params, r.metric), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("val accuracy")
+    ax.set_title("search: metric vs adapter size")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_reports(layout: Layout, results: list[TrialResult]) -> list[dict]:
+    """Write the table, the DVC plot files and (with completed trials) the PNG; return the table rows."""
+    table = rows(results)
+    atomic_write_text(layout.search_dir / "trials.csv", to_csv(table, COLUMNS))
+    atomic_write_text(layout.search_dir / "trials.md", markdown(table))
+    all_plot, front_plot = layout.search_plots
+    atomic_write_text(all_plot, to_csv([r for r in table if r["state"] == "complete"], COLUMNS))
+    atomic_write_text(front_plot, to_csv([r for r in table if r["pareto"]], COLUMNS))
+    png = layout.search_dir / "pareto.png"
+    png.unlink(missing_ok=True)
+    if any(r["state"] == "complete" for r in table):
+        plot_png(results, png)
+    return table
+
+
+def read_table(layout: Layout) -> list[dict]:
+    """The trials table as written (strings), e.g. for a Prefect table artifact."""
+    with (layout.search_dir / "trials.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))

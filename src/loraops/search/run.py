@@ -1,0 +1,118 @@
+"""The ``search`` stage: an Optuna study that picks the smallest LoRA adapter as good as the best.
+
+Three library calls make the stage, and both ``loraops stage search`` (DVC) and the Prefect flow use them:
+:func:`prepare_search` (open the study, its MLflow parent run), :func:`run_worker` (run trials until the
+budget is spent; several may run at once against one storage) and :func:`finish_search` (select and write
+the outputs). Trials train through :func:`loraops.training.train` (the one trainer) without checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+from loraops.config import LoraParams, Params
+from loraops.core import Layout, require
+from loraops.core.tracking import redact_url
+from loraops.search.report import write_reports
+from loraops.search.select import select
+from loraops.search.study import (PARENT_RUN_ATTR, budget_state, has_room, open_study, storage_url,
+                                  study_fingerprint, trial_results)
+from loraops.search.tracking import close_parent_run, ensure_parent_run
+from loraops.training import TrainChoice
+from loraops.search.trial import make_objective
+
+
+def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
+    """Open (or resume) the study and its MLflow parent run; call once before the workers start."""
+    require(layout.base_model_dir / "config.json", layout.prepared_dir / "train.jsonl")
+    study = open_study(params, layout)
+    parent = ensure_parent_run(layout, params, study)
+    return {"study_name": study.study_name, "storage": redact_url(storage_url(params, layout)),
+            "mlflow_run_id": parent, **budget_state(study, params)}
+
+
+def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any]:
+    """Run trials until ``n_trials`` have finished or the step budget is spent; safe to run in parallel."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import fail_stale_trials
+
+    study = open_study(params, layout, worker)
+    objective = make_objective(params, layout, study, worker)
+    ran = 0
+    while True:
+        with warnings.catch_warnings():  # fail_stale_trials is flagged "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            fail_stale_trials(study)
+        state = budget_state(study, params)
+        if not has_room(state, params):
+            if state["running"] == 0:
+                break
+            # Another worker's trial (or a dead one not yet stale) may still be pruned or fail: wait for it.
+            time.sleep(min(params.search.heartbeat_seconds, 5))
+            continue
+        # catch=Exception: a failing trial is recorded as FAIL and the search goes on.
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        ran += 1
+    return {"worker": worker, "trials_started": ran, **budget_state(study, params)}
+
+
+def run_workers(params: Params, layout: Layout) -> list[dict[str, Any]]:
+    """``search.n_jobs`` workers: in this process for one, in spawned processes (one trainer each) for more."""
+    if params.search.n_jobs == 1:
+        return [run_worker(params, layout, 0)]
+    with _spawn_pool(params.search.n_jobs) as pool:
+        futures = [pool.submit(run_worker, params, layout, i) for i in range(params.search.n_jobs)]
+        return [f.result() for f in futures]
+
+
+def run_worker_isolated(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any]:
+    """:func:`run_worker` in a fresh process when several run at once: the Prefect flow's worker tasks share
+    one process (threads), and two trainers must not share torch's global state (seeds, threads)."""
+    if params.search.n_jobs == 1:
+        return run_worker(params, layout, worker)
+    with _spawn_pool(1) as pool:
+        return pool.submit(run_worker, params, layout, worker).result()
+
+
+def _spawn_pool(workers: int) -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
+    """Select the configuration and write chosen.json, the trials table, the plots and the MLflow artifacts."""
+    study = open_study(params, layout)
+    results = trial_results(study)
+    write_reports(layout, results)  # before selecting, so an all-failed search still leaves its table
+    chosen = select(results, params.search.tolerance)
+    best = max((r for r in results if r.state == "COMPLETE"), key=lambda r: r.metric)
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    counts = {state: sum(1 for r in results if r.state == state) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    choice = TrainChoice(
+        source="search", lora=LoraParams(**{k: chosen.params[k] for k in ("r", "alpha", "dropout", "target_modules")}),
+        learning_rate=chosen.params["learning_rate"], trial=chosen.number, metric_name="val_accuracy",
+        metric=chosen.metric, trainable_params=chosen.trainable_params, best_trial=best.number,
+        best_metric=best.metric, tolerance=params.search.tolerance,
+        trials={k.lower(): v for k, v in counts.items()}, total_steps=sum(r.steps for r in results),
+        study_name=study.study_name, storage=redact_url(storage_url(params, layout)),
+        fingerprint=study_fingerprint(params, layout), mlflow_run_id=parent)
+    choice.write(layout.search_choice)
+    close_parent_run(layout, params, parent, choice)
+    return choice.to_json()
+
+
+def search_stage(params: Params, layout: Layout) -> dict[str, Any]:
+    """The whole stage as one call (what ``loraops stage search`` runs); off, it records train's own params."""
+    if not params.search.enabled:
+        write_reports(layout, [])
+        choice = TrainChoice(source="params", lora=params.train.lora, learning_rate=params.train.learning_rate)
+        choice.write(layout.search_choice)
+        return choice.to_json()
+    require(layout.base_model_dir, layout.prepared_dir)
+    prepare_search(params, layout)
+    run_workers(params, layout)
+    return finish_search(params, layout)

@@ -1,0 +1,146 @@
+"""The search's Optuna study: storage, name (its fingerprint), sampler and pruner, space, and budget.
+
+Resuming: the study lives in a database outside every DVC output (SQLite under ``.loraops/search/`` unless
+``search.storage`` or ``LORAOPS_OPTUNA_STORAGE`` names one) under a name derived from a fingerprint of the
+inputs, so a re-run continues the same study and never re-runs a finished trial, and a changed input starts
+a new one. Workers send heartbeats; a RUNNING trial whose worker died (SIGKILL) goes stale after
+2 x ``search.heartbeat_seconds``, is marked FAIL and re-queued with the same params (Optuna's
+RetryHeartbeatStaleTrialCallback). Such re-queued failures do not count against ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from loraops.config import LoraParams, Params
+from loraops.core import Layout
+from loraops.core.hashing import sha256_file, sha256_json
+from loraops.core.tracking import redact_url
+from loraops.modeling import INFO_FILE
+from loraops.search.select import TrialResult
+
+STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+# Search params that change how the study runs but not what a trial computes: not in the fingerprint.
+RUNTIME_KEYS = ("n_jobs", "storage", "heartbeat_seconds", "enabled")
+
+
+def study_fingerprint(params: Params, layout: Layout) -> str:
+    """What a trial's result depends on, so a study resumes only on a match: the bytes of the prepared train
+    and val splits and of the base model's config and loraops_base.json, the search params but the runtime
+    ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``), the train settings a trial keeps
+    (method, batch size, gradient accumulation, warmup), the search seed and ``prepare.max_length``."""
+    files = {path.name: sha256_file(path) if path.is_file() else None
+             for path in (layout.prepared_dir / "train.jsonl", layout.prepared_dir / "val.jsonl",
+                          layout.base_model_dir / "config.json", layout.base_model_dir / INFO_FILE)}
+    search = {k: v for k, v in params.search.model_dump().items() if k not in RUNTIME_KEYS}
+    train = params.train.model_dump(include={"method", "batch_size", "gradient_accumulation_steps", "warmup_steps"})
+    settings = {"search": search, "train": train, "seed": seed_of(params), "max_length": params.prepare.max_length}
+    return sha256_json({"files": files, "settings": settings})[:16]
+
+
+def seed_of(params: Params) -> int:
+    return params.project.seed if params.search.seed is None else params.search.seed
+
+
+def storage_url(params: Params, layout: Layout) -> str:
+    url = os.environ.get(STORAGE_ENV) or params.search.storage
+    if url:
+        return url
+    layout.search_study_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{layout.search_study_dir / 'optuna.db'}"
+
+
+def study_name(params: Params, layout: Layout) -> str:
+    return f"loraops-search-{study_fingerprint(params, layout)}"
+
+
+def open_study(params: Params, layout: Layout, worker: int = 0) -> Any:
+    """The study (created on first use) with a sampler and pruner built from ``search`` params."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(params, layout)
+    # SQLite serialises writers; several workers and heartbeats wait for the lock instead of failing.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=params.search.heartbeat_seconds,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    s = params.search
+    # Each worker gets its own sampler seed so parallel workers do not draw the same configurations.
+    seed = seed_of(params) + worker
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+               "bruteforce": lambda: optuna.samplers.BruteForceSampler(seed=seed)}[s.sampler]()
+    # Pruning works on steps; the intermediate value is -val_loss so that "higher is better" as for accuracy.
+    pruner = {"successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+                  min_resource=s.eval_steps, reduction_factor=s.reduction_factor),
+              "hyperband": lambda: optuna.pruners.HyperbandPruner(
+                  min_resource=s.eval_steps, max_resource=s.max_steps, reduction_factor=s.reduction_factor),
+              "none": lambda: optuna.pruners.NopPruner()}[s.pruner]()
+    return optuna.create_study(storage=storage, study_name=study_name(params, layout), direction="maximize",
+                               sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def suggest(trial: Any, params: Params) -> tuple[LoraParams, float]:
+    """The trial's LoRA config and learning rate from the search space."""
+    s = params.search
+    r = trial.suggest_categorical("r", list(s.ranks))
+    targets = trial.suggest_categorical("target_modules", list(s.target_modules))
+    low, high = s.learning_rate
+    learning_rate = trial.suggest_float("learning_rate", low, high, log=True) if low < high else low
+    lora = LoraParams(r=r, alpha=max(1, round(s.alpha_multiple * r)), dropout=s.dropout, target_modules=targets)
+    return lora, learning_rate
+
+
+def trial_results(study: Any) -> list[TrialResult]:
+    """Every finished trial that counts (re-queued stale failures and over-budget starts left out)."""
+    from optuna.trial import TrialState
+
+    results = []
+    for t in _counted(study.get_trials(deepcopy=False)):
+        if not t.state.is_finished():
+            continue
+        lora = t.user_attrs.get("lora") or {}
+        results.append(TrialResult(
+            number=t.number, state=t.state.name, params={**lora, "learning_rate": t.user_attrs.get("learning_rate")},
+            trainable_params=t.user_attrs.get("trainable_params"), steps=int(t.user_attrs.get("steps", 0)),
+            metric=t.value if t.state == TrialState.COMPLETE else None))
+    return results
+
+
+def _counted(trials: list[Any]) -> list[Any]:
+    from optuna.trial import TrialState
+
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    return [t for t in trials if not (t.state == TrialState.FAIL and (t.number in retried
+                                                                       or t.user_attrs.get("over_budget")))]
+
+
+def budget_state(study: Any, params: Params, exclude: int | None = None) -> dict[str, int]:
+    """Finished and running trials that count, and the steps they used or (running) may still use."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in _counted(study.get_trials(deepcopy=False)) if t.number != exclude]
+    finished = [t for t in trials if t.state.is_finished()]
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    steps = sum(int(t.user_attrs.get("steps", 0)) for t in finished) + len(running) * params.search.max_steps
+    return {"finished": len(finished), "running": len(running), "steps": steps,
+            "running_before": sum(1 for t in running if exclude is not None and t.number < exclude)}
+
+
+def total_steps(params: Params) -> int:
+    s = params.search
+    return s.total_steps if s.total_steps is not None else s.n_trials * s.max_steps
+
+
+def has_room(state: dict[str, int], params: Params) -> bool:
+    """Another trial may start: under n_trials, and its full max_steps fits in the step budget."""
+    return (state["finished"] + state["running"] < params.search.n_trials
+            and state["steps"] + params.search.max_steps <= total_steps(params))
+
+

@@ -1,0 +1,79 @@
+"""What the ``train`` and ``baseline`` stages record (``metrics/train.json``, ``metrics/baseline.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from loraops.config import LoraParams
+from loraops.core.records import Record
+
+
+class TrainRecord(Record):
+    """One training run: budget, what was trainable, cost, and (for adapters) the export's checks."""
+
+    method: Literal["qlora", "lora", "full"]
+    train_loss: float  # mean training loss over the run (the per-step series is plots/train_loss.csv)
+    val_loss: float  # validation loss of the final weights
+    best_val_loss: float | None = None  # the best validation loss seen during the run (early stopping watches it)
+    steps: int
+    planned_steps: int
+    stopped_early: bool
+    resumed_from_step: int
+    trainable_params: int
+    total_params: int
+    trainable_share: float
+    learning_rate: float
+    train_seconds: float
+    tokens_per_second: float | None = None
+    peak_memory_mb: float
+    memory_before_train_mb: float
+    device: str
+    torch_threads: int
+    # Written by the train stage once the adapter is saved and merged (none for the full fine-tune).
+    adapter_bytes: int | None = None
+    adapter_to_base_size: float | None = None
+    merge_max_abs_logit_diff: float | None = None
+
+
+class BaselineRecord(TrainRecord):
+    """``metrics/baseline.json`` when the full fine-tune ran."""
+
+    enabled: Literal[True] = True
+
+
+class DisabledBaseline(Record):
+    """``metrics/baseline.json`` with ``baseline.enabled: false``: an explicit record, never a fake model."""
+
+    enabled: Literal[False] = False
+    reason: str
+
+
+def read_baseline(path: Path) -> BaselineRecord | DisabledBaseline:
+    """The baseline record, whichever of the two it is."""
+    enabled = json.loads(path.read_text(encoding="utf-8")).get("enabled") if path.is_file() else None
+    return (DisabledBaseline if enabled is False else BaselineRecord).read(path)
+
+
+class TrainChoice(Record):
+    """``models/search/chosen.json``: the LoRA config and learning rate the ``train`` stage is handed, written
+    by the ``search`` stage. ``source: params`` when the search is off (train then uses its own params, so
+    this never goes stale); ``source: search`` with the chosen trial and how it was chosen."""
+
+    source: Literal["search", "params"]
+    lora: LoraParams
+    learning_rate: float
+    trial: int | None = None
+    metric_name: str | None = None
+    metric: float | None = None
+    trainable_params: int | None = None
+    best_trial: int | None = None
+    best_metric: float | None = None
+    tolerance: float | None = None
+    trials: dict[str, int] | None = None  # complete / pruned / fail counts
+    total_steps: int | None = None
+    study_name: str | None = None
+    storage: str | None = None  # the study's storage URL, password redacted
+    fingerprint: str | None = None
+    mlflow_run_id: str | None = None  # the search's parent run

@@ -1,0 +1,73 @@
+"""The ``train`` and ``baseline`` stages: the one trainer, then the outputs each stage leaves behind."""
+
+from __future__ import annotations
+
+import shutil
+
+from loraops.config import LoraParams, Params
+from loraops.core import Layout, atomic_dir, require, write_json
+from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec
+from loraops.modeling import base_info, safetensors_bytes
+from loraops.training.curves import write_curve
+from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
+from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice, TrainRecord
+from loraops.training.trainer import train
+
+
+def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float]:
+    """What ``train`` trains with: the search's pick, or (search off) train's own ``lora`` and
+    ``learning_rate`` as they are now, so an edit to them never meets a stale choice."""
+    choice = TrainChoice.read(layout.search_choice)
+    if choice.source == "search":
+        return choice.lora, choice.learning_rate
+    return params.train.lora, params.train.learning_rate
+
+
+def train_stage(params: Params, layout: Layout) -> dict:
+    """``models/adapter`` (safetensors, its prompt spec), ``models/merged``, ``metrics/train.json`` and the
+    loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`)."""
+    require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
+    lora, learning_rate = chosen_config(params, layout)
+    splits = load_splits(layout)
+    train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate})
+    # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
+    work = layout.work_dir("train")
+    model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
+                                  params.prepare.max_length, work, lora)
+    # The adapter records where its base came from by id, not by this machine's path.
+    model.peft_config["default"].base_model_name_or_path = base_info(layout)["id"]
+    with atomic_dir(layout.adapter_dir) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        write_json(staging / PROMPT_FILE, prompt_spec(load_labels(layout), params.prepare))
+        adapter_bytes = safetensors_bytes(staging)
+        del model
+        # Checked before the adapter is put in place: a merge over tolerance leaves the old outputs.
+        merge_diff = merge_adapter(layout.base_model_dir, staging, layout.merged_dir, splits["val"],
+                                   params.train.merge_tolerance)
+    record = record.model_copy(update={
+        "adapter_bytes": adapter_bytes, "merge_max_abs_logit_diff": merge_diff,
+        "adapter_to_base_size": adapter_bytes / safetensors_bytes(layout.base_model_dir)})
+    write_curve(layout.train_curve, curves.train, "train_loss")
+    write_curve(layout.val_curve, curves.val, "val_loss")
+    record.write(layout.train_metrics)
+    shutil.rmtree(work, ignore_errors=True)  # finished: its checkpoints can never be resumed again
+    return record.to_json()
+
+
+def baseline_stage(params: Params, layout: Layout) -> dict:
+    """Full fine-tuning through the same trainer: same data and budget as ``train``, its own learning rate.
+    ``models/full`` and ``metrics/baseline.json``; with ``baseline.enabled: false`` an explicit record only."""
+    if not params.baseline.enabled:
+        disabled = DisabledBaseline(reason="baseline.enabled is false in params.yaml")
+        write_disabled_marker(layout.full_model_dir, disabled.reason)
+        disabled.write(layout.baseline_metrics)
+        return disabled.to_json()
+    require(layout.base_model_dir, layout.prepared_dir)
+    work = layout.work_dir("baseline")
+    model, record, _ = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
+                             params.prepare.max_length, work, None, learning_rate=params.baseline.learning_rate)
+    save_full_model(model, layout.base_model_dir, layout.full_model_dir, record.steps)
+    baseline = BaselineRecord(**record.model_dump())
+    baseline.write(layout.baseline_metrics)
+    shutil.rmtree(work, ignore_errors=True)
+    return baseline.to_json()

@@ -1,0 +1,161 @@
+"""The one trainer: supervised fine-tuning on prompt -> completion pairs with the HF Trainer.
+
+``lora=None`` means full fine-tuning through the same code, so adapters and the full fine-tune differ
+only in what is trainable. The loss covers the answer tokens only: the prompt is masked with -100.
+Checkpoints (see :mod:`loraops.training.checkpoints`) make a re-run after a crash resume where it stopped.
+The ``train`` stage, the ``baseline`` stage and every search trial call :func:`train`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraops.config import LoraParams, TrainParams
+from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
+from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
+from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
+from loraops.training.records import TrainRecord
+
+IGNORE = -100
+
+
+@dataclass
+class Curves:
+    """The loss series of a run: ``{step, train_loss}`` rows and ``{step, val_loss}`` rows."""
+
+    train: list[dict[str, float]] = field(default_factory=list)
+    val: list[dict[str, float]] = field(default_factory=list)
+
+
+def encode_example(tokenizer: Any, prompt: str, completion: str, max_length: int) -> dict[str, list[int]]:
+    """Token ids with the prompt masked; a prompt that is too long loses its start, never the answer."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if len(answer_ids) >= max_length:
+        raise ValueError(f"answer of {len(answer_ids)} tokens does not fit max_length={max_length}")
+    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + answer_ids}
+
+
+class CompletionCollator:
+    """Right-pads a batch; padded positions are masked out of attention and loss."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(item["input_ids"]) for item in batch)
+        ids, labels, mask = [], [], []
+        for item in batch:
+            pad = width - len(item["input_ids"])
+            ids.append(item["input_ids"] + [self.pad_token_id] * pad)
+            labels.append(item["labels"] + [IGNORE] * pad)
+            mask.append([1] * len(item["input_ids"]) + [0] * pad)
+        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
+    """QLoRA (4-bit base + LoRA), LoRA (full-precision base + LoRA) or, with ``lora=None``, full fine-tuning."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    quantized = lora is not None and method == "qlora"
+    model = load_base(base_dir, quantize_4bit=quantized)
+    if lora is None:
+        return model
+    if quantized:
+        # Casts norms to fp32 and enables input grads so LoRA gradients flow through frozen 4-bit layers.
+        # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, lora_config(lora))
+
+
+def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluate: bool, save: bool,
+                       learning_rate: float | None = None) -> Any:
+    """The pipeline's Trainer configuration (the benchmark times exactly this)."""
+    import torch
+    from transformers import TrainingArguments
+
+    steps = {"max_steps": params.max_steps} if params.max_steps else {"num_train_epochs": params.epochs}
+    eval_every = evaluate and params.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(output_dir), **steps, per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=learning_rate or params.learning_rate, warmup_steps=params.warmup_steps,
+        lr_scheduler_type=params.lr_scheduler, logging_steps=params.logging_steps,
+        eval_strategy="steps" if eval_every else "no", eval_steps=params.eval_steps if eval_every else None,
+        save_strategy="steps" if save else "no", save_steps=params.save_steps if save else None,
+        save_total_limit=params.save_total_limit, restore_callback_states_from_checkpoint=save,
+        metric_for_best_model="eval_loss" if eval_every else None, greater_is_better=False,
+        load_best_model_at_end=False, report_to=[], seed=seed, data_seed=seed, use_cpu=device() != "cuda",
+        bf16=compute_dtype() == torch.bfloat16, activation_checkpointing=params.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
+        # The NaN filter checks the loss every step (a device sync on GPU) and hides divergence; off.
+        logging_nan_inf_filter=False, dataloader_num_workers=0, disable_tqdm=not params.progress_bar)
+
+
+def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
+          work_dir: Path, lora: LoraParams | None, *, callbacks: list[Any] | None = None,
+          checkpoints: bool = True, resume: bool = True,
+          learning_rate: float | None = None) -> tuple[Any, TrainRecord, Curves]:
+    """Train and return (model, its record, its loss curves).
+
+    With ``checkpoints`` (and ``params.save_steps``) checkpoints go to ``work_dir/run-<fingerprint>/`` and,
+    with ``resume``, a re-run continues from the last complete one. ``callbacks`` are extra
+    ``transformers.TrainerCallback`` objects (e.g. pruning on ``on_evaluate``'s ``eval_loss``).
+    ``learning_rate`` overrides ``params.learning_rate`` (the baseline's own rate).
+    """
+    import torch
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+    reset_peak_memory()
+    memory_before = current_memory_mb()
+    set_seed(seed)
+    tokenizer = load_tokenizer(base_dir)
+    encode = lambda rows: [encode_example(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]  # noqa: E731
+    train_set, val_set = encode(splits["train"]), encode(splits["val"])
+    model = build_model(base_dir, params.method, lora)
+    trainable, total = count_parameters(model)
+    save = checkpoints and params.save_steps is not None
+    resume_from = None
+    output_dir = Path(work_dir)
+    if save:
+        output_dir = run_dir_for(output_dir, checkpoint_key(base_dir, splits, params, seed, max_length, lora,
+                                                             learning_rate, device()))
+        if resume:
+            resume_from = latest_complete(output_dir)
+        else:  # a fresh start must not leave older checkpoints of this fingerprint to be mixed with its own
+            shutil.rmtree(output_dir)
+            output_dir.mkdir(parents=True)
+    extra = [manifest_callback()] if save else []
+    if params.early_stopping_patience is not None:
+        extra.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
+    args = training_arguments(params, seed, output_dir, evaluate=True, save=save, learning_rate=learning_rate)
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+                      data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks or []))
+    start_step = step_of(resume_from) if resume_from else 0
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    wall = time.perf_counter() - started
+    val_loss = trainer.evaluate()["eval_loss"]
+    state = trainer.state
+    steps_now = state.global_step - start_step
+    mean_len = sum(len(x["input_ids"]) for x in train_set) / len(train_set)
+    seen = steps_now * params.batch_size * params.gradient_accumulation_steps
+    curves = Curves(train=[{"step": h["step"], "train_loss": h["loss"]} for h in state.log_history if "loss" in h],
+                    val=[{"step": s, "val_loss": v} for s, v in sorted(
+                        {h["step"]: h["eval_loss"] for h in state.log_history if "eval_loss" in h}.items())])
+    record = TrainRecord(
+        method="full" if lora is None else params.method, train_loss=result.training_loss, val_loss=val_loss,
+        best_val_loss=state.best_metric, steps=state.global_step, planned_steps=state.max_steps,
+        stopped_early=state.global_step < state.max_steps, resumed_from_step=start_step,
+        trainable_params=trainable, total_params=total, trainable_share=trainable / total,
+        learning_rate=learning_rate or params.learning_rate, train_seconds=wall,
+        tokens_per_second=seen * mean_len / wall if steps_now else None, peak_memory_mb=peak_memory_mb(),
+        memory_before_train_mb=memory_before, device=device(), torch_threads=torch.get_num_threads())
+    return model, record, curves

@@ -1,0 +1,120 @@
+"""For the registry tests: hand-made evaluation summaries in the evaluation stage's schema, the real
+``register`` stage on them, real ``mlflow server`` processes on 127.0.0.1, and connections to a store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from loraops.config import RegistryParams, load_params
+from loraops.core import Layout, write_json
+from loraops.core.tracking import Retrier, Tracking
+from loraops.pipeline import run_stage
+
+UPSTREAM = ("base_model", "ingest", "validate", "prepare", "search", "train")
+
+
+def evaluation(adapter: float = 0.80, base: float = 0.30, full: float | None = 0.85, half_width: float = 0.08,
+               retention_drop: float | None = 0.01, sha: str = "test-set-1", diff_low: float | None = None) -> dict:
+    """An eval.json as the evaluate stage writes it (EvaluationSummary); ``None`` leaves a piece of evidence out."""
+    def scores(acc: float, drop: float | None) -> dict:
+        out = {"accuracy": acc, "accuracy_low": acc - half_width, "accuracy_high": acc + half_width,
+               "macro_f1": acc - 0.02, "items": 100, "seconds": 1.0, "retention": 0.5 - (drop or 0)}
+        if drop is not None:
+            out["retention_drop"] = drop
+        return out
+
+    models = {"adapter": scores(adapter, retention_drop), "base": scores(base, 0.0)}
+    differences = {"adapter_minus_base": {"mean": adapter - base,
+                                          "low": adapter - base - 0.1 if diff_low is None else diff_low,
+                                          "high": adapter - base + 0.1}}
+    if full is not None:
+        models["full"] = scores(full, 0.02)
+        differences["adapter_minus_full"] = {"mean": adapter - full, "low": adapter - full - 0.1,
+                                             "high": adapter - full + 0.1}
+    share = (adapter - base) / (full - base) if full is not None and full != base else None
+    return {"headline": "accuracy", "test_items": 100, "models": models, "differences": differences,
+            "recovered_share": share, "test_set_sha256": sha, "confidence": 0.95, "bootstrap_samples": 1000,
+            "gain_over_base": adapter - base}
+
+
+def register(layout: Layout, model_name: str, eval_json: dict, *overrides: str) -> dict:
+    """The real ``register`` stage with this eval.json, into ``model_name`` (store: MLFLOW_TRACKING_URI)."""
+    write_json(layout.eval_metrics, eval_json)
+    params = load_params(layout.params_file, [f"registry.model_name={model_name}", "registry.retries=1",
+                                              "registry.backoff_seconds=0.1", *overrides])
+    return run_stage("register", params, layout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` process (sqlite backend, proxied artifacts) that tests can kill and restart."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.db = folder / "mlflow.db"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MlflowServer":
+        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
+               "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", "1"]
+        log = (self.folder / "server.log").open("a")
+        self.proc = subprocess.Popen(cmd, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError((self.folder / "server.log").read_text()[-3000:])
+                time.sleep(0.3)
+        raise RuntimeError("mlflow server did not start in 120 s")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no graceful shutdown, like a crashed server."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def client_for(uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def tracking_for(layout: Layout, uri: str, retries: int = 2, backoff_seconds: float = 0.1) -> Tracking:
+    """A connection of its own to ``uri`` (a thread of a concurrency test needs its own client)."""
+    return Tracking(layout, uri, client_for(uri), Retrier(retries, backoff_seconds))
+
+
+def policy(retries: int = 1, backoff_seconds: float = 0.1) -> RegistryParams:
+    return RegistryParams(retries=retries, backoff_seconds=backoff_seconds)
