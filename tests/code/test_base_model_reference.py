@@ -27,3 +27,21 @@ def test_local_folder_without_config_is_rejected(tmp_path):
     (tmp_path / "weights").mkdir()
     with pytest.raises(ModelError, match="no config.json"):
         classify_reference(ModelParams(base="weights"), tmp_path)
+
+
+def test_the_base_model_stage_records_the_bases_content_hash(tiny_base, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from loraops.config import Params
+    from loraops.core import Layout
+    from loraops.modeling import base_content_sha256, base_info, base_model_stage
+
+    layout = Layout(tmp_path)
+    info = base_model_stage(Params(model=ModelParams(base=str(tiny_base))), layout)
+    assert info["content_sha256"] == base_info(layout)["content_sha256"] == base_content_sha256(layout.base_model_dir)
+    weights = next(layout.base_model_dir.glob("*.safetensors"))
+    tensors = load_file(weights)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1e-3  # one changed weight is another base
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert base_content_sha256(layout.base_model_dir) != info["content_sha256"]

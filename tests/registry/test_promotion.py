@@ -12,7 +12,7 @@ from tests.helpers.registry import client_for, evaluation, register, tracking_fo
 
 LINEAGE_TAGS = ("git.commit", "git.dirty", "dvc.dataset.md5", "dvc.prepared.md5", "dvc.adapter.md5",
                 "params.sha256", "validation.success", "validation.data_docs", "validation.data_docs_artifact",
-                "base_model.id", "base_model.revision", "base_model.licence", "eval.adapter.accuracy",
+                "base_model.id", "base_model.revision", "base_model.licence", "base_model.sha256", "eval.adapter.accuracy",
                 "eval.adapter.accuracy_low", "eval.adapter.accuracy_high", "eval.base.accuracy",
                 "eval.full.accuracy", "eval.adapter_minus_base", "eval.recovered_share", "eval.test_set_sha256")
 

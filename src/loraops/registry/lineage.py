@@ -100,4 +100,7 @@ def evidence_tags(evaluation: EvaluationSummary, train: TrainRecord, validation:
 
 
 def base_model_tags(info: dict[str, Any]) -> dict[str, str]:
-    return {f"base_model.{k}": str(info.get(k)) for k in ("id", "revision", "licence")}
+    """The base the adapter was trained on: its id, revision, licence and content hash (``base_model.sha256``)."""
+    tags = {f"base_model.{k}": str(info.get(k)) for k in ("id", "revision", "licence")}
+    tags["base_model.sha256"] = str(info.get("content_sha256"))
+    return tags
