@@ -72,7 +72,7 @@ def test_tags_round_trip_and_partial_tags_are_no_fingerprint(tiny_project):
     assert Fingerprint.from_tags(tags) == current
     tags.pop("loraops.fingerprint.params")
     assert Fingerprint.from_tags(tags) is None
-    assert current.changed_since(None) == ["data", "params", "base_model"]
+    assert current.changed_since(None) == ["data", "params", "base_model", "code"]
 
 
 def test_code_and_library_versions_are_part_of_the_retrain_fingerprint(tiny_project):

@@ -27,11 +27,19 @@ def test_redact_url_hides_every_credential_and_keeps_the_rest(text, shown):
     assert redact_url(text) == shown
 
 
-def test_logged_params_never_hold_the_search_storage_password():
-    params = Params.model_validate({"search": {"storage": f"postgresql://u:{SECRET}@db/optuna"}})
-    flat = flatten(params)
-    assert flat["search.storage"] == "postgresql://u:***@db/optuna"
-    assert SECRET not in repr(flat)
+def test_params_refuse_a_password_and_logged_params_are_redacted(tmp_path):
+    from loraops.config import load_params
+    from loraops.core import ConfigError
+
+    # params.yaml is committed and copied into dvc.lock: a password there is refused, pointing at the env.
+    (tmp_path / "params.yaml").write_text(f"search:\n  storage: postgresql://u:{SECRET}@db/optuna\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(tmp_path / "params.yaml")
+    assert "LORAOPS_OPTUNA_STORAGE" in str(info.value) and SECRET not in str(info.value)
+    params = Params.model_validate({"search": {"storage": "postgresql://u@db/optuna"}})
+    flat = flatten(params.model_copy(update={"project": params.project.model_copy(
+        update={"name": f"https://{SECRET}@host/x"})}))  # a URL in any string param is redacted when logged
+    assert flat["project.name"] == "https://***@host/x" and SECRET not in repr(flat)
 
 
 def test_a_failing_dvc_remote_add_does_not_show_the_remote_credentials(tmp_path, monkeypatch):

@@ -201,6 +201,20 @@ class SearchParams(_Group):
             raise ValueError(f"unknown target module set(s) {unknown}; use {TARGET_MODULE_SETS}")
         return value
 
+    @field_validator("storage")
+    @classmethod
+    def _no_secret(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from loraops.core.tracking import redact_url
+
+        # params.yaml is committed and DVC copies the search group into dvc.lock: no password may live here.
+        if value is not None and (urlsplit(value).password is not None
+                                  or "***" in redact_url(f"x://h/?{urlsplit(value).query}")):
+            raise ValueError(f"{redact_url(value)!r} holds a password; put the URL in the environment variable "
+                             "LORAOPS_OPTUNA_STORAGE instead")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> "SearchParams":
         low, high = self.learning_rate
