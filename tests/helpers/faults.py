@@ -6,7 +6,8 @@ store. Used by tests/registry/test_fault_windows.py and bench/bench_faults.py.
     python -m tests.helpers.faults "after:create_model_version:-:kill" stage register -p params.yaml ...
 
 A fault is ``WHEN:METHOD:MATCH:ACTION``: ``WHEN`` is ``before`` or ``after`` the ``MlflowClient`` method
-``METHOD`` runs, on its first call whose arguments contain ``MATCH`` (``-``: any call); ``ACTION`` is ``kill``
+``METHOD`` runs, on its first call whose arguments' repr contains ``MATCH`` (``-``: any call; quote an
+argument, ``'champion'``, so that a model name containing the word does not match); ``ACTION`` is ``kill``
 (SIGKILL this process), ``stop`` (SIGSTOP it; the test sends SIGCONT) or ``kill-server`` (SIGKILL the process
 group in ``LORAOPS_FAULT_SERVER_PGID``, then go on).
 """
@@ -39,17 +40,17 @@ class Window:
 WINDOWS = (
     Window("version-created", "after:create_model_version:-:kill",
            "the version exists, tagged incomplete, no alias"),
-    Window("version-complete", "after:set_model_version_tag:complete:kill",
+    Window("version-complete", "after:set_model_version_tag:'complete':kill",
            "the version is complete, no alias points at it yet"),
     Window("lock-taken", "after:create_registered_model:promotion-lock:kill",
            "the promotion lock is held, nothing moved"),
-    Window("challenger-moved", "after:set_registered_model_alias:challenger:kill",
+    Window("challenger-moved", "after:set_registered_model_alias:'challenger':kill",
            "challenger points at the new version, the gates not yet recorded"),
     Window("gates-recorded", "after:update_model_version:promoting:kill",
            "the gates and decision 'promoting' are recorded, champion not moved"),
-    Window("champion-moved", "after:set_registered_model_alias:champion:kill",
+    Window("champion-moved", "after:set_registered_model_alias:'champion':kill",
            "champion points at the new version, previous not yet moved"),
-    Window("previous-moved", "after:set_registered_model_alias:previous:kill",
+    Window("previous-moved", "after:set_registered_model_alias:'previous':kill",
            "both aliases moved, the final decision not recorded, the lock still held"),
 )
 
