@@ -1,14 +1,16 @@
 """Scheduled retraining: the deployment's flow (see prefect.yaml / ``loraops deploy``).
 
-It fingerprints the data source, params and base model and ends at once, training nothing, when they match
-the last successful retrain recorded in MLflow. Otherwise it runs the DAG's stages (the same tasks as the
-``loraops-pipeline`` flow), records the outputs in dvc.lock, pushes them to the DVC remote, registers the
-version and tags the MLflow run with the fingerprint and dvc.lock hashes. The push comes before the
-registration, so a registered version is always restorable; a failure anywhere undoes dvc.lock, the new
-DVC cache objects and any half-made registration, so a crashed run leaves nothing behind but its logs.
+It fingerprints the data source, params, base model and code and ends at once, training nothing, when they
+match the last successful retrain recorded in MLflow. Otherwise it runs the DAG's stages (the same tasks as
+the ``loraops-pipeline`` flow), records the outputs in dvc.lock, pushes them to the DVC remote, registers
+the version and tags the MLflow run with the fingerprint and dvc.lock hashes. The push comes before the
+registration, so a registered version is always restorable. A failure before the registration undoes
+dvc.lock and the new DVC cache objects; one after it keeps the (complete) version and tags it, and its run,
+as failed. The project's lock is held throughout, so two retrains (or a retrain and a run) never share a
+folder.
 
-Retries (with exponential backoff) only where a second try can succeed: the tracking server and the
-remote storage. Stages such as validation fail the same way every time and are not retried.
+Retries: the library retries the tracking server; this flow retries only the remote storage. Stages such as
+validation fail the same way every time and are not retried.
 """
 
 from __future__ import annotations
