@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 from loraops import search
 from loraops.config import Params, load_params
 from loraops.core import Layout
+from loraops.core.process import project_lock
 from loraops.pipeline import PIPELINE, dvc, preflight, run_stage
 
 
@@ -71,10 +72,20 @@ def link_data_docs(layout: Layout) -> None:
 
 
 @flow(name="loraops-pipeline", log_prints=True)
-def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
-    """Run every stage of the DAG in order; the first failure stops the flow (nothing after it runs)."""
+def pipeline(root: str = ".", overrides: list[str] | None = None, params_file: str | None = None) -> dict:
+    """Run every stage of the DAG in order; the first failure stops the flow (nothing after it runs).
+
+    ``params_file`` (default: the project's ``params.yaml``) is the one file read, and every stage runs with
+    it; dvc.lock is updated only when that is params.yaml as on disk (no ``-S`` overrides, no other file).
+    The project's lock is held throughout, so no other run or stage writes the same outputs meanwhile.
+    """
     layout = Layout(Path(root).resolve())
-    params = load_params(layout.params_file, overrides or [])
+    source = Path(params_file).resolve() if params_file else layout.params_file
+    with project_lock(layout.cache_dir, f"loraops run ({source.name})"):
+        return _run_pipeline(layout, load_params(source, overrides or []), source, overrides or [])
+
+
+def _run_pipeline(layout: Layout, params: Params, source: Path, overrides: list[str]) -> dict:
     preflight(params, layout)
     results = {}
     for name in PIPELINE:
@@ -86,8 +97,9 @@ def pipeline(root: str = ".", overrides: list[str] | None = None) -> dict:
         finally:
             if name == "validate":  # pass or fail, the Data Docs say why
                 link_data_docs(layout)
-    if overrides:
-        get_run_logger().info("params overridden with -S: dvc.lock left as it is (it describes params.yaml)")
+    if overrides or source != layout.params_file:
+        get_run_logger().info("params from %s%s: dvc.lock left as it is (it describes params.yaml)", source.name,
+                              " with -S overrides" if overrides else "")
     else:
         record_in_dvc_lock(str(layout.root))
     registered = results["register"]

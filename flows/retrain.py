@@ -1,14 +1,16 @@
 """Scheduled retraining: the deployment's flow (see prefect.yaml / ``loraops deploy``).
 
-It fingerprints the data source, params and base model and ends at once, training nothing, when they match
-the last successful retrain recorded in MLflow. Otherwise it runs the DAG's stages (the same tasks as the
-``loraops-pipeline`` flow), records the outputs in dvc.lock, pushes them to the DVC remote, registers the
-version and tags the MLflow run with the fingerprint and dvc.lock hashes. The push comes before the
-registration, so a registered version is always restorable; a failure anywhere undoes dvc.lock, the new
-DVC cache objects and any half-made registration, so a crashed run leaves nothing behind but its logs.
+It fingerprints the data source, params, base model and code and ends at once, training nothing, when they
+match the last successful retrain recorded in MLflow. Otherwise it runs the DAG's stages (the same tasks as
+the ``loraops-pipeline`` flow), records the outputs in dvc.lock, pushes them to the DVC remote, registers
+the version and tags the MLflow run with the fingerprint and dvc.lock hashes. The push comes before the
+registration, so a registered version is always restorable. A failure before the registration undoes
+dvc.lock and the new DVC cache objects; one after it keeps the (complete) version and tags it, and its run,
+as failed. The project's lock is held throughout, so two retrains (or a retrain and a run) never share a
+folder.
 
-Retries (with exponential backoff) only where a second try can succeed: the tracking server and the
-remote storage. Stages such as validation fail the same way every time and are not retried.
+Retries: the library retries the tracking server; this flow retries only the remote storage. Stages such as
+validation fail the same way every time and are not retried.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from prefect.tasks import exponential_backoff
 from flows.pipeline import link_data_docs, stage_task
 from loraops.config import Params, load_params
 from loraops.core import ConfigError, Layout, LoraopsError
+from loraops.core.process import project_lock
+from loraops.core.tracking import redact_url
 from loraops.pipeline import PIPELINE, Fingerprint, dvc, preflight, retrain_fingerprint, run_stage
 from loraops.pipeline import retrain as retrain_record
 
@@ -78,7 +82,7 @@ def record_lineage(params: Params, root: str, registered: dict, fingerprint: Fin
 
 def skipped(previous: dict, fingerprint: Fingerprint) -> dict:
     message = (f"Nothing changed since run {previous['run_id']} (model version {previous['model_version']}): "
-               f"data, params and base model fingerprints match ({fingerprint.combined[:12]}). Skipped; trained nothing.")
+               f"data, params, base model and code fingerprints match ({fingerprint.combined[:12]}). Skipped; trained nothing.")
     get_run_logger().info(message)
     create_markdown_artifact(key="loraops-retrain", description="loraops retrain: skipped",
                              markdown=f"# loraops retrain: skipped\n\n{message}\n")
@@ -87,11 +91,18 @@ def skipped(previous: dict, fingerprint: Fingerprint) -> dict:
 
 @flow(name="loraops-retrain", log_prints=True)
 def retrain(root: str = ".", force: bool = False) -> dict:
-    """Retrain when the data, params or base model changed since the last successful retrain (or ``force``)."""
-    logger = get_run_logger()
+    """Retrain when the data, params, base model or code changed since the last successful retrain (or
+    ``force``). The project's lock is held throughout: a second retrain (or a run) in the same folder stops at
+    once with a message naming the holder."""
     layout = Layout(Path(root).resolve())
     if not dvc.is_dvc_project(layout.root):
         raise ConfigError(f"{layout.root}: not a DVC project (dvc.yaml and .dvc/); retraining pushes to its remote")
+    with project_lock(layout.cache_dir, "loraops retrain"):
+        return _retrain(layout, force)
+
+
+def _retrain(layout: Layout, force: bool) -> dict:
+    logger = get_run_logger()
     params = load_params(layout.params_file)  # as on disk: dvc.lock must describe what ran
     preflight(params, layout)
     fingerprint = fingerprint_inputs(params, str(layout.root))
@@ -125,11 +136,12 @@ def retrain(root: str = ".", force: bool = False) -> dict:
         else:
             # The version is complete (and may be champion): it stays, and so do the outputs it points at.
             logger.error("retrain failed after registering version %s, which stays registered: %s",
-                         registered["version"], exc)
+                         registered["version"], redact_url(str(exc)))
             try:
-                retrain_record.record_failure_after_registration(layout, params, registered, repr(exc))
+                retrain_record.record_failure_after_registration(layout, params, registered, redact_url(repr(exc)))
             except Exception as record_error:  # the tracking server is down: say so, keep the original error
-                logger.error("could not record the failure on version %s (%s)", registered["version"], record_error)
+                logger.error("could not record the failure on version %s (%s)", registered["version"],
+                             redact_url(str(record_error)))
         raise
     create_markdown_artifact(
         key="loraops-retrain", description="loraops retrain: new version",

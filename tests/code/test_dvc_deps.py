@@ -58,7 +58,7 @@ def test_each_stage_depends_on_its_whole_import_closure(stage):
 def test_narrowing_a_stage_deps_is_caught():
     deps = code_deps()
     assert uncovered("train", [d for d in deps["train"] if d != "src/loraops/data"]) == \
-        ["src/loraops/data/__init__.py", "src/loraops/data/demo.py", "src/loraops/data/ingest.py",
+        ["src/loraops/data/__init__.py", "src/loraops/data/answers.py", "src/loraops/data/demo.py", "src/loraops/data/ingest.py",
          "src/loraops/data/prompts.py", "src/loraops/data/splits.py"]
     assert uncovered("evaluate", [d for d in deps["evaluate"] if d != "evals"]) == ["evals/"]
     assert "src/loraops/core/hashing.py" in uncovered("register", [d for d in deps["register"]

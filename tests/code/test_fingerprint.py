@@ -72,4 +72,68 @@ def test_tags_round_trip_and_partial_tags_are_no_fingerprint(tiny_project):
     assert Fingerprint.from_tags(tags) == current
     tags.pop("loraops.fingerprint.params")
     assert Fingerprint.from_tags(tags) is None
-    assert current.changed_since(None) == ["data", "params", "base_model"]
+    assert current.changed_since(None) == ["data", "params", "base_model", "code"]
+
+
+def test_code_and_library_versions_are_part_of_the_retrain_fingerprint(tiny_project):
+    before = fingerprint(tiny_project)
+    metric = tiny_project / "evals" / "accuracy" / "accuracy.py"
+    metric.write_text(metric.read_text() + "\n# a fix\n")
+    after = fingerprint(tiny_project)
+    assert after.changed_since(before) == ["code"]
+    from loraops.pipeline.fingerprint import LIBRARIES
+    assert {"torch", "transformers", "peft"} <= set(LIBRARIES)
+
+
+def test_a_local_base_counts_its_nested_files(tiny_project, tiny_base, tmp_path):
+    base = shutil.copytree(tiny_base, tmp_path / "base")
+    (base / "tokenizer").mkdir()
+    (base / "tokenizer" / "tokenizer_config.json").write_text('{"model_max_length": 512}')
+    before = fingerprint(tiny_project, f"model.base={base}")
+    (base / "tokenizer" / "tokenizer_config.json").write_text('{"model_max_length": 128}')
+    assert fingerprint(tiny_project, f"model.base={base}").changed_since(before) == ["base_model"]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_seen(tiny_project, tiny_base, tmp_path):
+    import os
+
+    base = shutil.copytree(tiny_base, tmp_path / "base")
+    before = fingerprint(tiny_project, f"model.base={base}")  # remembered in the project's hash memo
+    weights = next(base.glob("*.safetensors"))
+    stat = weights.stat()
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 1
+    weights.write_bytes(bytes(payload))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert fingerprint(tiny_project, f"model.base={base}").changed_since(before) == ["base_model"]
+
+
+def test_the_search_study_name_covers_the_base_weights_and_the_lr_schedule(tiny_project, tiny_base):
+    from loraops.search import study_name
+
+    layout = Layout(tiny_project)
+    shutil.copytree(tiny_base, layout.base_model_dir)
+    params = load_params(layout.params_file)
+    name = study_name(params, layout)
+    assert study_name(load_params(layout.params_file, ["train.lr_scheduler=linear"]), layout) != name
+    weights = next(layout.base_model_dir.glob("*.safetensors"))
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 1
+    weights.write_bytes(bytes(payload))
+    assert study_name(params, layout) != name
+
+
+def test_the_checkpoint_key_covers_tokenizer_files_and_library_versions(tiny_base, tmp_path):
+    import json
+
+    from loraops.config import TrainParams
+    from loraops.training.checkpoints import TRAINING_LIBRARIES, checkpoint_key
+
+    base = shutil.copytree(tiny_base, tmp_path / "base")
+    splits = {"train": [{"text": "a"}], "val": [{"text": "b"}]}
+    key = checkpoint_key(base, splits, TrainParams(), 1, 64, None, None, "cpu")
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
+    assert checkpoint_key(base, splits, TrainParams(), 1, 64, None, None, "cpu") != key
+    assert {"torch", "transformers", "peft", "accelerate"} <= set(TRAINING_LIBRARIES)

@@ -15,7 +15,10 @@ STACK_ENV = {"MLFLOW_TRACKING_URI", "PREFECT_API_URL", "LORAOPS_DVC_REMOTE_URL",
              "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LORAOPS_OPTUNA_STORAGE"}
 READ_BY_LIBRARIES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 PENDING: set[str] = set()  # env names the stack sets before any code reads them
-SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"}
+SECRETS = {"POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY", "LORAOPS_DB_PASSWORD",
+           "MINIO_APP_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "PREFECT_AUTH_STRING"}
+# The credentials MLflow's and Prefect's clients read to log in to the closed stack.
+CLIENT_AUTH = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"}
 
 
 def compose() -> dict:
@@ -58,7 +61,7 @@ def test_depends_on_and_volumes_refer_to_what_exists():
 
 def test_postgres_creates_the_three_databases_and_minio_the_two_buckets():
     postgres = compose()["services"]["postgres"]
-    assert set(postgres["environment"]["LORAOPS_DATABASES"].split()) == {"mlflow", "prefect", "optuna"}
+    assert set(postgres["environment"]["LORAOPS_DATABASES"].split()) == {"mlflow", "mlflow_auth", "prefect", "optuna"}
     assert any("docker-entrypoint-initdb.d" in v for v in postgres["volumes"])
     script = (INFRA / "postgres" / "init-databases.sh").read_text()
     assert "CREATE DATABASE" in script and "LORAOPS_DATABASES" in script
@@ -141,3 +144,31 @@ def test_prefect_yaml_schedules_the_retrain_flow_with_a_concurrency_limit():
     assert retrain["schedules"][0]["cron"] and retrain["work_pool"]["name"] == "loraops-process"
     assert retrain["concurrency_limit"]["limit"] == 1
     assert set(retrain["parameters"]) == {"root", "force"}
+
+
+def test_the_stack_is_closed_by_default():
+    services = compose()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${LORAOPS_BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+    mlflow = services["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "--app-name basic-auth" in command and "default_permission = NO_PERMISSIONS" in command
+    assert {"MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_CONFIG_PATH"} <= set(mlflow["environment"])
+    assert services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"] == "${PREFECT_AUTH_STRING}"
+    for name in ("prefect-worker", "prefect-worker-gpu"):
+        assert CLIENT_AUTH <= set(services[name]["environment"]), name
+    # The root accounts stay with the services that need them; everything else uses an application account.
+    for name, service in services.items():
+        text = yaml.safe_dump(service)
+        if name != "postgres":
+            assert "POSTGRES_PASSWORD" not in text and "POSTGRES_USER}" not in text, name
+        if name not in ("minio", "minio-buckets"):
+            assert "MINIO_ROOT" not in text, name
+    script = (INFRA / "postgres" / "init-databases.sh").read_text()
+    assert "NOSUPERUSER" in script and 'OWNER \\"$LORAOPS_DB_USER\\"' in script
+    assert "mlflow_auth" in services["postgres"]["environment"]["LORAOPS_DATABASES"]
+    buckets = " ".join(services["minio-buckets"]["command"])
+    assert "mc admin user add" in buckets and "MINIO_APP_USER" in buckets
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert "Flask-WTF" in pyproject  # what MLflow's basic-auth app needs, in the image's team extra

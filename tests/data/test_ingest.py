@@ -80,3 +80,20 @@ def test_clinc150_one_domain_keeps_its_15_intents_and_given_splits():
 def test_clinc150_unknown_domain_is_named():
     with pytest.raises(DataError, match=r"unknown domain\(s\) \['bankng'\]"):
         ingest(DataParams(source="clinc150", path=str(CLINC150), clinc150_domains=["bankng"]), CLINC150.parent, 0)
+
+
+def test_non_scalar_cells_are_a_one_line_error_naming_the_row_and_column(tmp_path):
+    rows = [{"text": "where is my parcel", "label": "track"}, {"text": ["a", "list"], "label": "track"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"d\.jsonl:2: column 'text' holds a list of 2 item\(s\), not a single value"):
+        ingest(DataParams(source="jsonl", path="d.jsonl"), tmp_path, 0)
+    (tmp_path / "e.jsonl").write_text(json.dumps({"text": "hi", "label": {"name": "x"}}) + "\n")
+    with pytest.raises(DataError, match=r"e\.jsonl:1: column 'label' holds a dict"):
+        ingest(DataParams(source="jsonl", path="e.jsonl"), tmp_path, 0)
+    frame = pd.DataFrame({"body": ["fine", "also fine"], "tags": [["a"], ["b", "c"]]})
+    frame.to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d\.parquet:0: column 'tags' holds a ndarray of 1 item\(s\)"):
+        ingest(DataParams(source="parquet", path="d.parquet", text_column="body", label_column="tags"), tmp_path, 0)
+    # Numbers and numpy scalars are single values: they reach validation, which says they are not strings.
+    pd.DataFrame({"text": ["a", "b"], "label": [1, 2]}).to_parquet(tmp_path / "n.parquet")
+    assert ingest(DataParams(source="parquet", path="n.parquet"), tmp_path, 0)[1]["label"] == 2

@@ -69,3 +69,17 @@ def test_cleaning_is_off_by_default_and_counted_when_on():
     cleaned, counts = clean_records([dict(r) for r in rows], PrepareParams(strip_text=True, drop_duplicates=True))
     assert [r["text"] for r in cleaned] == ["a", "b"]
     assert counts == {"stripped": 1, "duplicates_dropped": 1}
+
+
+def test_texts_that_match_after_normalisation_never_land_in_two_carved_splits():
+    from loraops.prepare.splitting import leaked_texts
+
+    rows = unsplit(20)
+    # Every third text repeated with other case and punctuation: what validation calls a normalised duplicate.
+    rows += [dict(r, text=r["text"].upper() + "!") for r in rows[::3]]
+    for seed in range(5):
+        splits = split_records([dict(r) for r in rows], PrepareParams(val_fraction=0.1, test_fraction=0.2), seed)
+        assert leaked_texts(splits) == 0, seed
+        assert sum(len(v) for v in splits.values()) == len(rows)
+        for name in ("train", "val", "test"):
+            assert {r["label"] for r in splits[name]} == {"a", "b", "c"}, (seed, name)

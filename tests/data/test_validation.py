@@ -52,7 +52,7 @@ def _previous_stats(records: list[dict], tmp_path: Path) -> dict:
 def _run_case(case: BadInput, tmp_path: Path) -> tuple[ValidationReport, Failure]:
     previous = None if case.previous_records is None else _previous_stats(case.previous_records, tmp_path)
     report = _validate(tmp_path, case.records, "current", params=ValidateParams(**case.params), previous=previous,
-                       token_lengths=fake_token_lengths if case.tokens else None)
+                       token_lengths=fake_token_lengths if case.tokens else None, special_tokens=case.special_tokens)
     return report, _find(report, case.check)
 
 
@@ -280,3 +280,27 @@ def test_a_split_smaller_than_configured_fails_and_names_the_split(tmp_path):
     assert failure.rows == 3 and not report.success
     assert _validate(tmp_path, records, "lenient", params=ValidateParams(min_rows_per_split=3,
                                                                           max_leakage_share=1.0)).success
+
+
+def test_texts_that_contain_their_own_label_are_a_warning_with_the_share(tmp_path):
+    records = good_records()
+    for record in records[:20]:
+        record["text"] = f"{record['label'].replace('_', ' ')}: {record['text']}"
+    report = _validate(tmp_path, records)
+    assert report.success, report.summary()  # a warning, not an error
+    warning = _find(report, "target leakage (label in text)", "warning")
+    assert re.search(r"20 rows \(66\.67% of rows\) contain their own label verbatim", warning.message), warning.message
+    assert [row for row, _ in warning.examples][:3] == [1, 2, 3]
+    few = good_records()
+    few[0]["text"] = "cancel order " + few[0]["text"]
+    assert not [f for f in _validate(tmp_path, few, "few").failures if "label in text" in f.check]
+
+
+def test_texts_that_normalise_to_nothing_are_not_duplicates_of_each_other(tmp_path):
+    records = good_records()
+    for row, emoji in ((1, "\U0001F600"), (4, "\U0001F4E6\U0001F4E6"), (7, "\u2764\ufe0f")):
+        records[row - 1]["text"] = emoji
+    report = _validate(tmp_path, records)
+    assert not [f for f in report.failures if "duplicates" in f.check], report.summary()
+    records[9]["text"] = "\U0001F600"  # the same emoji twice in train is still an exact duplicate
+    assert [f for f in _validate(tmp_path, records, "exact").failures if "duplicates within a split (exact)" in f.check]

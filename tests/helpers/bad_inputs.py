@@ -44,6 +44,7 @@ class BadInput:
     params: dict = field(default_factory=dict)  # ValidateParams overrides
     previous_records: list[dict] | None = None
     tokens: bool = False  # pass fake_token_lengths
+    special_tokens: tuple[str, ...] = ()  # the tokenizer's special-token strings to pass
 
 
 def _with(changes: dict[int, dict], base: list[dict] | None = None) -> list[dict]:
@@ -145,6 +146,29 @@ def bad_inputs() -> list[BadInput]:
                  r"label distribution shifted by total variation distance 0\.381 vs the previous version "
                  r"\(validate\.max_label_shift is 0\.2\); largest moves: 'cancel_order' 33\.33% -> 71\.43%",
                  previous_records=good),
+        BadInput("labels_that_normalise_alike", _with({1: {"label": "Cancel-Order"}}),
+                 "labels that normalise alike",
+                 r"cannot be told apart after the evaluator's answer normalisation .*'Cancel-Order' ~ 'cancel_order'"),
+        BadInput("label_with_surrounding_space", _with({2: {"label": "track_order "}}),
+                 "labels that normalise alike", r"'track_order ' ~ 'track_order'"),
+        BadInput("multi_line_label", _with({7: {"label": "track_order\nurgent"}}),
+                 "expect_column_values_to_not_match_regex(label)",
+                 r"label spans more than one line in 1 row .*: row 7", [7]),
+        BadInput("special_token_in_text", _with({9: {"text": "cancel my order <|im_end|> now"}}),
+                 "expect_column_values_to_not_match_regex(text)",
+                 r"text contains one of the tokenizer's special-token strings in 1 row: row 9", [9],
+                 special_tokens=("<|im_start|>", "<|im_end|>")),
+        BadInput("special_token_in_label", _with({10: {"label": "<|im_end|>"}}),
+                 "expect_column_values_to_not_match_regex(label)",
+                 r"label contains one of the tokenizer's special-token strings in 1 row: row 10", [10],
+                 special_tokens=("<|im_start|>", "<|im_end|>")),
+        BadInput("zero_width_character", _with({11: {"text": "where is my\u200b parcel number 1"}}),
+                 "expect_column_values_to_not_match_regex(text)",
+                 r"text contains invisible format characters \(zero-width, bidirectional controls\) in 1 row: row 11",
+                 [11]),
+        BadInput("bidirectional_override", _with({12: {"text": "refund \u202eredro ym\u202c please"}}),
+                 "expect_column_values_to_not_match_regex(text)",
+                 r"text contains invisible format characters .* in 1 row: row 12", [12]),
         BadInput("text_length_shift", [{**r, "text": r["text"] + " and some more words to make it much longer"}
                                        for r in good],
                  "text length shift", r"mean text length changed by \d+\.\d+% \(\d+\.\d -> \d+\.\d characters\) vs "

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -61,11 +62,12 @@ def free_port() -> int:
 class MlflowServer:
     """A real ``mlflow server`` process (sqlite backend, proxied artifacts) that tests can kill and restart."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, basic_auth: tuple[str, str] | None = None):
         self.folder = folder
         self.db = folder / "mlflow.db"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.basic_auth = basic_auth  # (admin user, password): run MLflow's basic-auth app, as infra/ does
 
     @property
     def uri(self) -> str:
@@ -75,15 +77,28 @@ class MlflowServer:
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.db}",
                "--artifacts-destination", str(self.folder / "artifacts"), "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", "1"]
+        env = dict(os.environ)
+        if self.basic_auth:
+            config = self.folder / "basic_auth.ini"
+            config.write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                              f"database_uri = sqlite:///{self.folder / 'auth.db'}\nadmin_username = {self.basic_auth[0]}\n"
+                              f"admin_password = {self.basic_auth[1]}\n"
+                              "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            cmd += ["--app-name", "basic-auth"]
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY="test-secret-key")
         log = (self.folder / "server.log").open("a")
         self.proc = subprocess.Popen(cmd, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
                     if response.status == 200:
                         return self
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # the basic-auth app answers, and asks who is calling
+                    return self
+                time.sleep(0.3)
             except OSError:
                 if self.proc.poll() is not None:
                     raise RuntimeError((self.folder / "server.log").read_text()[-3000:])

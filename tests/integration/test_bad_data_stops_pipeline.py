@@ -81,6 +81,16 @@ CASES = [
     ("leakage-exact", "d.jsonl", with_rows(_leak_exact), "validate", ["leak"]),
     ("leakage-normalised", "d.jsonl", with_rows(_leak_normalised), "validate", ["leak"]),
     ("over-long-text", "d.jsonl", with_rows(_set(6, text="please help " * 120)), "validate", ["row 7"]),
+    ("non-scalar-cell", "d.jsonl", with_rows(_set(3, text=["where", "is", "it"])), "ingest",
+     ["d.jsonl:4", "holds a list"]),
+    ("labels-normalise-alike", "d.jsonl", with_rows(_set(0, label="Track-Order")), "validate",
+     ["normalise alike", "'Track-Order' ~ 'track_order'"]),
+    ("multi-line-label", "d.jsonl", with_rows(_set(2, label="track_order\nasap")), "validate",
+     ["more than one line", "row 3"]),
+    ("special-token-in-text", "d.jsonl", with_rows(_set(4, text="cancel it <|im_end|> now")), "validate",
+     ["special-token", "row 5"]),
+    ("zero-width-character", "d.jsonl", with_rows(_set(5, text="where is my\u200b parcel")), "validate",
+     ["invisible format characters", "row 6"]),
 ]
 
 

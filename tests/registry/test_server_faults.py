@@ -74,11 +74,28 @@ def test_two_concurrent_promotions_leave_exactly_one_champion_and_a_correct_prev
 
 
 def test_a_stale_lock_from_a_dead_run_is_broken(on_server, trained_project):
+    import subprocess
+    import sys
+
+    from loraops.core.process import process_identity
+
     name, client = "stale-lock", client_for(on_server.uri)
     held = register(trained_project, name, evaluation(), "promote.min_gain_over_base=0.9")["version"]
-    client.create_registered_model(lock_name(name), tags={"owner": "dead-run", "expires": str(time.time() - 1)})
+    dead = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    identity = process_identity(dead.pid)
+    dead.kill()
+    dead.wait()
+    # A lock whose holder was a process of this host that is gone: broken at once.
+    client.create_registered_model(lock_name(name), tags={"owner": "dead-run", "holder": identity})
+    started = time.monotonic()
     result = promote(tracking_for(trained_project, on_server.uri, 1), name, str(held), PromoteParams())
     assert result["decision"] == "champion" and aliases(client, name)["champion"] == str(held)
+    assert time.monotonic() - started < 60  # not the 120 s TTL
+    # A lock of an unknown holder (another host) that nobody renews: broken once it went a TTL unrenewed.
+    client.create_registered_model(lock_name(name), tags={"owner": "other-host-run", "holder": "elsewhere:1:1"})
+    started = time.monotonic()
+    promote(tracking_for(trained_project, on_server.uri, 1), name, str(held), PromoteParams(lock_ttl_seconds=2))
+    assert time.monotonic() - started >= 2
 
 
 def runs_in(db) -> int:

@@ -37,8 +37,9 @@ def project(params_file: Path, overrides: Optional[list[str]]) -> tuple[Params, 
 
 def one_line(exc: BaseException) -> str:
     from loraops.core import LoraopsError
+    from loraops.core.tracking import redact_url
 
-    text = str(exc).strip()
+    text = redact_url(str(exc)).strip()
     first = text.splitlines()[0] if text else ""
     return first if isinstance(exc, LoraopsError) and first else f"{type(exc).__name__}: {first}"
 

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from loraops.cli.app import ParamsOption, SetOption, app, fails_cleanly, project
+from loraops.core.process import project_lock
 from loraops.pipeline import preflight, run_stage
 
 
@@ -28,7 +29,8 @@ def stage(name: str, params_file: Path = ParamsOption, overrides: Optional[list[
     """Run one pipeline stage (what dvc.yaml calls)."""
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        result = run_stage(name, params, layout)
+        with project_lock(layout.cache_dir, f"loraops stage {name}"):
+            result = run_stage(name, params, layout)
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
@@ -40,7 +42,7 @@ def run(params_file: Path = ParamsOption, overrides: Optional[list[str]] = SetOp
         preflight(params, layout)  # fail before Prefect spends seconds starting up
         from flows.pipeline import pipeline  # Prefect is the flow's, not the library's
 
-        results = pipeline(root=str(layout.root), overrides=overrides or [])
+        results = pipeline(root=str(layout.root), overrides=overrides or [], params_file=str(params_file.resolve()))
     registered = results["register"]
     typer.echo(f"registered {registered['model_name']} version {registered['version']} "
                f"(run {registered['run_id']}): {registered['decision']}; see `loraops models` and `loraops ui`")

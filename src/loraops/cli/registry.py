@@ -74,15 +74,16 @@ def rollback(params_file: Path = ParamsOption, overrides: Optional[list[str]] = 
 @app.command()
 def predict(text: list[str] = typer.Argument(..., help="One or more texts to classify."),
             params_file: Path = ParamsOption, overrides: Optional[list[str]] = SetOption) -> None:
-    """Answer with models:/<name>@champion, loaded offline onto the local base model."""
-    import mlflow
+    """Answer with models:/<name>@champion, loaded offline onto the local base model (its artifacts and its
+    base checked against the hashes the version records first)."""
+    from loraops.registry.serving import load_verified
 
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        uri = champion_uri(connect(layout, params.registry), params.registry.model_name)
-        if uri is None:
+        tracking = connect(layout, params.registry)
+        if champion_uri(tracking, params.registry.model_name) is None:
             raise RegistryError(f"{params.registry.model_name} has no champion yet (see `loraops models`)")
-        answers = mlflow.pyfunc.load_model(uri).predict({"text": list(text)})
+        answers = load_verified(tracking, params.registry.model_name, "champion").predict({"text": list(text)})
     for answer in answers:
         typer.echo(answer)
 

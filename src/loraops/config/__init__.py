@@ -1,11 +1,11 @@
 """The one typed configuration of a project (``params.yaml``): groups per stage, unknown keys are errors."""
 
-from loraops.config.params import (BUILTIN_BASE_MODEL, PROMOTION_GATES, TARGET_MODULE_SETS, BaselineParams,
+from loraops.config.params import (BUILTIN_BASE_MODEL, DEMO_SOURCE_FILE, PROMOTION_GATES, TARGET_MODULE_SETS, BaselineParams,
                                    DataParams, EvalParams, LoraParams, ModelParams, Params, PrepareParams,
                                    PromoteParams, RegistryParams, SearchParams, TrainParams, ValidateParams,
                                    apply_overrides, flatten, load_params, params_digest, parse_params)
 
-__all__ = ["BUILTIN_BASE_MODEL", "PROMOTION_GATES", "TARGET_MODULE_SETS", "BaselineParams", "DataParams",
+__all__ = ["BUILTIN_BASE_MODEL", "DEMO_SOURCE_FILE", "PROMOTION_GATES", "TARGET_MODULE_SETS", "BaselineParams", "DataParams",
            "EvalParams", "LoraParams", "ModelParams", "Params", "PrepareParams", "PromoteParams", "RegistryParams",
            "SearchParams", "TrainParams", "ValidateParams", "apply_overrides", "flatten", "load_params",
            "params_digest", "parse_params"]

@@ -19,6 +19,9 @@ from loraops.core.errors import ConfigError
 from loraops.core.hashing import sha256_json
 
 BUILTIN_BASE_MODEL = "smollm2-135m-instruct"
+# What ``data.path`` names for the demo source: its generator. dvc.yaml's ingest stage depends on
+# ``${data.path}`` (DVC cannot interpolate a null), so every source names a file.
+DEMO_SOURCE_FILE = "src/loraops/data/demo.py"
 TARGET_MODULE_SETS = ("attention", "mlp", "all-linear")
 
 
@@ -45,7 +48,8 @@ class DemoDataParams(_Group):
 
 class DataParams(_Group):
     source: Literal["demo", "jsonl", "csv", "parquet", "clinc150"] = "demo"
-    path: str | None = None
+    # The file the data comes from, relative to the project; for the demo source, its generator.
+    path: str | None = DEMO_SOURCE_FILE
     text_column: str = "text"
     label_column: str = "label"
     # Optional column holding 'train'/'val'/'test'; without it prepare splits by fraction.
@@ -55,10 +59,12 @@ class DataParams(_Group):
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> "DataParams":
-        if self.source == "demo" and self.path is not None:
-            raise ValueError("data.path must be empty when data.source is 'demo'")
-        if self.source != "demo" and not self.path:
-            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.source == "demo" and self.path != DEMO_SOURCE_FILE:
+            raise ValueError(f"data.path must be {DEMO_SOURCE_FILE!r} (the demo generator) when data.source is "
+                             "'demo': dvc.yaml's ingest stage depends on the file data.path names")
+        if self.source != "demo" and (not self.path or self.path == DEMO_SOURCE_FILE):
+            raise ValueError(f"data.path is required when data.source is {self.source!r}"
+                             + (" (it still names the demo generator)" if self.path else ""))
         if self.clinc150_domains and self.source != "clinc150":
             raise ValueError("data.clinc150_domains only applies to data.source 'clinc150'")
         return self
@@ -80,6 +86,8 @@ class ValidateParams(_Group):
     # the bound is still reported as a warning (public datasets such as CLINC150 hold a few).
     max_duplicate_share: float = Field(0.01, ge=0, le=1)
     max_leakage_share: float = Field(0.01, ge=0, le=1)
+    # Texts that contain their own label verbatim (target leakage): more than this share of rows is a warning.
+    max_label_in_text_share: float = Field(0.5, ge=0, le=1)
     allow_new_labels: bool = False  # labels unseen in the previous validated version warn instead of fail
     max_label_shift: float = Field(0.2, ge=0, le=1)  # total variation distance vs the previous version
     max_length_shift: float = Field(0.25, ge=0)  # relative change of the mean text length in characters
@@ -191,6 +199,20 @@ class SearchParams(_Group):
         unknown = [v for v in value if v not in TARGET_MODULE_SETS]
         if unknown:
             raise ValueError(f"unknown target module set(s) {unknown}; use {TARGET_MODULE_SETS}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _no_secret(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        from loraops.core.tracking import redact_url
+
+        # params.yaml is committed and DVC copies the search group into dvc.lock: no password may live here.
+        if value is not None and (urlsplit(value).password is not None
+                                  or "***" in redact_url(f"x://h/?{urlsplit(value).query}")):
+            raise ValueError(f"{redact_url(value)!r} holds a password; put the URL in the environment variable "
+                             "LORAOPS_OPTUNA_STORAGE instead")
         return value
 
     @model_validator(mode="after")
@@ -352,7 +374,10 @@ def load_params(path: Path, overrides: list[str] | None = None) -> Params:
 
 
 def flatten(params: Params) -> dict[str, Any]:
-    """``{'train.lora.r': 8, ...}`` for logging as MLflow params."""
+    """``{'train.lora.r': 8, ...}`` for logging as MLflow params; a URL's credentials (``search.storage``)
+    are redacted (:func:`loraops.core.tracking.redact_url`)."""
+    from loraops.core.tracking import redact_url
+
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -360,7 +385,7 @@ def flatten(params: Params) -> dict[str, Any]:
             for key, sub in value.items():
                 walk(f"{prefix}.{key}" if prefix else key, sub)
         else:
-            out[prefix] = value
+            out[prefix] = redact_url(value) if isinstance(value, str) else value
 
     walk("", params.model_dump())
     return out

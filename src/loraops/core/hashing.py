@@ -3,8 +3,10 @@
 - sha256 of bytes, text, canonical JSON and files: fingerprints, cache keys, manifests;
 - DVC's own md5 of a file or a folder (:func:`dvc_md5`): what ``dvc.lock`` records, so a registered version
   names outputs that ``dvc pull`` can bring back;
-- :class:`HashMemo`: sha256 of large files remembered by (path, size, mtime) in one memo file under the
-  project's cache, so a 500 MB base model is read once, not on every run.
+- :class:`HashMemo`: sha256 of large files remembered by (path, size, mtime, ctime, inode) in one memo file
+  under the project's cache, so a 500 MB base model is read once, not on every run;
+- :func:`library_versions`: the installed versions of the libraries a result depends on, for the
+  fingerprints that must change when one is upgraded.
 
 Fingerprints (what a cache key or a resume key covers) are built from these by the package that owns the
 purpose; each says in its docstring what it covers.
@@ -83,20 +85,36 @@ def dvc_md5(path: Path) -> str:
 
 def tree_sha256(folder: Path, file_hash: Callable[[Path], str] = sha256_file,
                 patterns: tuple[str, ...] | None = None) -> dict[str, str]:
-    """``{relative path: sha256}`` of the files under ``folder`` (all of them, or those matching ``patterns``
-    at the top level); ``.gitignore`` files DVC drops into outputs do not count."""
+    """``{relative path: sha256}`` of the files under ``folder``, at any depth (all of them, or those whose
+    name matches one of ``patterns``); ``.gitignore`` files DVC drops into outputs and hidden folders (a
+    ``.git``, a ``.cache``) do not count."""
     if patterns is None:
         files = [p for p in folder.rglob("*") if p.is_file() and p.name != ".gitignore"]
     else:
-        files = list({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+        files = list({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()})
+    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])]
     return {p.relative_to(folder).as_posix(): file_hash(p) for p in sorted(files)}
 
 
-class HashMemo:
-    """sha256 of files, remembered by (resolved path, size, mtime) in one JSON file.
+def library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """``{package: installed version}`` (None when not installed), read from the package metadata."""
+    from importlib import metadata
 
-    Call it like :func:`sha256_file`; :meth:`save` writes what was learnt. A file whose size or mtime
-    changed is hashed again.
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+class HashMemo:
+    """sha256 of files, remembered by (resolved path, size, mtime, ctime, inode, device) in one JSON file.
+
+    Call it like :func:`sha256_file`; :meth:`save` writes what was learnt. A file whose stamp changed is
+    hashed again. Size and mtime alone can be kept by an edit (``touch -r``, a tool restoring mtimes); the
+    ctime changes on every write and cannot be set back from user space, and a replaced file has a new inode.
     """
 
     def __init__(self, memo_file: Path):
@@ -109,7 +127,8 @@ class HashMemo:
 
     def __call__(self, path: Path) -> str:
         stat = path.stat()
-        key, stamp = str(path.resolve()), [stat.st_size, stat.st_mtime_ns]
+        key = str(path.resolve())
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
         entry = self.known.get(key)
         if entry and entry.get("stamp") == stamp:
             return entry["sha256"]

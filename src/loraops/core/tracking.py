@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ class Retrier:
                     raise
                 wait = self.backoff_seconds * 2 ** attempt
                 log.warning("%s failed (%s); retry %d/%d in %.1fs", getattr(fn, "__name__", fn),
-                            str(exc).splitlines()[0][:200], attempt + 1, self.retries, wait)
+                            redact_url((str(exc).splitlines() or [""])[0][:200]), attempt + 1, self.retries, wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -125,18 +126,24 @@ def connect(layout: Layout, policy: RetryPolicy) -> Tracking:
     return Tracking(layout, uri, client, Retrier(policy.retries, policy.backoff_seconds))
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password (``postgresql://user:***@host/db``), for outputs, tags and logs."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+# A URL's user-info (``user:password@``) and the query parameters that commonly carry credentials.
+# Greedy up to the last "@" of the URL, so an unescaped "@" or "/" in a password is still covered.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"<>]*)@")
+_SECRET_QUERY = re.compile(r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|secret|secret_key|"
+                           r"access_key|api_key|apikey|key|sig|signature|x-amz-signature|x-amz-credential|"
+                           r"x-amz-security-token|sslpassword)=)[^&;\s'\"<>]*", re.IGNORECASE)
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a database URL: strip any user:password@ by hand
-        scheme, sep, rest = url.partition("://")
-        if sep and "@" in rest.split("/", 1)[0]:
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return url
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``: the password of a user-info
+    (``postgresql://user:***@host/db``; a bare token ``https://***@host``) and credential-like query
+    parameters (``?password=***``). The one redaction every output, tag, log line and error goes through;
+    it takes a single URL or any text that may contain URLs (a dvc error, an exception message)."""
+    def userinfo(match: re.Match) -> str:
+        user, sep, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if sep else f"{match['scheme']}***@"
+
+    return _SECRET_QUERY.sub(lambda m: f"{m['key']}***", _URL_USERINFO.sub(userinfo, str(text)))
 
 
 def git_tags(root: Path) -> dict[str, str]:

@@ -18,7 +18,21 @@ from loraops.data.demo import generate_demo_dataset
 SPLITS = ("train", "val", "test")
 
 
-def _record(text: Any, label: Any, split: Any, where: str) -> dict[str, Any]:
+def _scalar(value: Any, column: str, where: str) -> Any:
+    """A cell as a plain JSON scalar (numpy scalars unwrapped); a list, dict, array or other object is a
+    one-line error naming the row and column (validation checks values, not shapes)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy / pyarrow scalars from Parquet
+        return _scalar(value.item(), column, where)
+    shape = f" of {len(value)} item(s)" if hasattr(value, "__len__") else ""
+    raise DataError(f"{where}: column {column!r} holds a {type(value).__name__}{shape}, not a single value; "
+                    "each cell must be one string")
+
+
+def _record(text: Any, label: Any, split: Any, where: str,
+            columns: tuple[str, str, str] = ("text", "label", "split")) -> dict[str, Any]:
+    text, label, split = (_scalar(v, c, where) for v, c in zip((text, label, split), columns))
     if split is not None and split not in SPLITS:
         raise DataError(f"{where}: split {split!r} is not one of {SPLITS}")
     return {"text": text, "label": label, "split": split}
@@ -33,7 +47,8 @@ def _map_rows(rows: Iterable[tuple[str, dict[str, Any]]], params: DataParams, so
             raise DataError(f"{where}: missing column(s) {missing} (have {sorted(row)}); "
                             "set data.text_column / data.label_column / data.split_column")
         split = row[params.split_column] if params.split_column else None
-        out.append(_record(row[params.text_column], row[params.label_column], split, where))
+        out.append(_record(row[params.text_column], row[params.label_column], split, where,
+                           (params.text_column, params.label_column, params.split_column or "split")))
     if not out:
         raise DataError(f"{source}: no data rows")
     return out

@@ -11,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from loraops.config import PrepareParams
+from loraops.core import ModelError
 
 PROMPT_FILE = "loraops_prompt.json"
+# Where the request goes in a rendered template; replaced in the template only, never searched in the text.
+TEXT_SLOT = "<<loraops:request-text>>"
 
 
 def user_message(text: str, labels: list[str], params: PrepareParams) -> str:
@@ -31,6 +34,29 @@ def render_row(row: dict, labels: list[str], tokenizer: Any, params: PreparePara
             "completion": f"{row['label']}{tokenizer.eos_token}"}
 
 
-def prompt_spec(labels: list[str], params: PrepareParams) -> dict[str, Any]:
-    """What serving needs to render a request exactly as training did."""
-    return {"labels": labels, "prepare": params.model_dump()}
+def prompt_template(labels: list[str], tokenizer: Any, params: PrepareParams, rows: list[dict]) -> str | None:
+    """The prompt as rendered at training time, with :data:`TEXT_SLOT` where the request goes: serving fills
+    it in instead of rendering again, so neither a later code change nor another chat template changes what
+    the model is asked. None when the chat template does not insert a request verbatim (checked on ``rows``,
+    rendered the training way); serving then renders with the code and the base's template."""
+    template = render_row({"text": TEXT_SLOT, "label": ""}, labels, tokenizer, params)["prompt"]
+    if template.count(TEXT_SLOT) != 1:
+        return None
+    if any(render_prompt(template, row["text"]) != row["prompt"] for row in rows):
+        return None
+    return template
+
+
+def render_prompt(template: str, text: str) -> str:
+    """A request in a stored template (:func:`prompt_template`)."""
+    if template.count(TEXT_SLOT) != 1:
+        raise ModelError(f"{PROMPT_FILE}: the stored prompt template has {template.count(TEXT_SLOT)} request slots, "
+                         "not 1")
+    before, _, after = template.partition(TEXT_SLOT)
+    return before + text + after
+
+
+def prompt_spec(labels: list[str], params: PrepareParams, template: str | None = None) -> dict[str, Any]:
+    """What serving needs to render a request exactly as training did: the labels, the prepare params and
+    the rendered template (:func:`prompt_template`)."""
+    return {"labels": labels, "prepare": params.model_dump(), "template": template}

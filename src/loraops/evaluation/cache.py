@@ -31,6 +31,7 @@ def metric_code_digest(root: Path, metric_names: list[str]) -> dict[str, str]:
     library = Path(__file__).parent
     paths = {f"evals/{METRIC_MODULES[name]}": metric_path(METRIC_MODULES[name], root) for name in metric_names}
     paths.update({f"loraops/evaluation/{name}": library / name for name in _EVALUATOR_MODULES})
+    paths["loraops/data/answers.py"] = library.parent / "data" / "answers.py"  # the answer normalisation
     return {key: sha256_file(path) for key, path in sorted(paths.items())}
 
 

@@ -15,7 +15,7 @@ from loraops.config import EvalParams
 from loraops.core import ModelError
 from loraops.evaluation.metrics import score_answers
 from loraops.evaluation.retention import retention_prompts, score_retention
-from loraops.modeling import device, load_base, load_for_inference, load_tokenizer
+from loraops.modeling import device, load_base, load_for_inference, load_tokenizer, recorded_trust
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int,
                      max_new_tokens: int) -> list[str]:
@@ -87,11 +87,12 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None, model_dir: Path 
         raise ValueError("give adapter_dir or model_dir, not both")
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: no config.json; run the baseline stage first")
-    model = load_base(model_dir)
+    trust = recorded_trust(base_dir)  # a fine-tune of a base runs that base's code only if the param said so
+    model = load_base(model_dir, trust_remote_code=trust)
     model.eval()
     # Same tokenizer as every other model: the full fine-tune's copy when it has one, else the base's.
     tokenizer_dir = model_dir if (model_dir / "tokenizer_config.json").is_file() else base_dir
-    return model, load_tokenizer(tokenizer_dir, padding_side="left")
+    return model, load_tokenizer(tokenizer_dir, padding_side="left", trust_remote_code=trust)
 
 
 def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, adapter_dir: Path | None = None,

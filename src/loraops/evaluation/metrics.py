@@ -7,19 +7,11 @@ hub; which apply comes from the ``eval`` params.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from loraops.config import EvalParams
-
-_EDGE_PUNCT = re.compile(r"^[\s\"'`.,:;!?()\[\]]+|[\s\"'`.,:;!?()\[\]]+$")
-
-
-def normalise_answer(text: str) -> str:
-    """First line, lower case, surrounding punctuation dropped, inner spaces/hyphens as '_'."""
-    first = text.strip().split("\n", 1)[0] if text.strip() else ""
-    return re.sub(r"[\s\-]+", "_", _EDGE_PUNCT.sub("", first.lower()))
+from loraops.data.answers import normalise_answer  # the one normalisation, shared with serving and validate
 
 
 # Metric name (params, eval.json) -> module folder under evals/.

@@ -106,7 +106,9 @@ def materialise_base_model(params: ModelParams, root: Path, out_dir: Path, cache
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     info.update({"source": kind, "parameters": sum(p.numel() for p in model.parameters()),
-                 "architecture": type(model).__name__})
+                 "architecture": type(model).__name__,
+                 # Every later load of this folder runs its code only if the param said so (modeling.loading).
+                 "trust_remote_code": params.trust_remote_code})
     with atomic_dir(out_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
@@ -121,6 +123,23 @@ def base_content_sha256(folder: Path) -> str:
     files = tree_sha256(folder)
     files.pop(INFO_FILE, None)
     return sha256_json(files)
+
+
+def verify_base_model(folder: Path, expected_sha256: str | None) -> str:
+    """The base in ``folder`` is the one an adapter was trained on: its :func:`base_content_sha256` equals
+    ``expected_sha256`` (a version's ``base_model.sha256``). Returns the hash; a :class:`ModelError` naming
+    both hashes otherwise. ``None`` (a version registered before the hash was recorded) is an error too:
+    nothing says which base it needs."""
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no base model here (no config.json); run the base_model stage first")
+    if not expected_sha256 or expected_sha256 == "None":
+        raise ModelError(f"{folder}: the adapter records no base model hash (base_model.sha256), so this "
+                         "base cannot be checked; register it again")
+    actual = base_content_sha256(folder)
+    if actual != expected_sha256:
+        raise ModelError(f"{folder}: base model content sha256 {actual[:16]}... is not the base the adapter was "
+                         f"trained on ({expected_sha256[:16]}...); refusing to load the adapter on another base")
+    return actual
 
 
 def base_model_stage(params: Params, layout: Layout) -> dict:

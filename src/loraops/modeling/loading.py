@@ -6,11 +6,13 @@ what is quantised and what is trainable.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
 from loraops.config import LoraParams
 from loraops.core import ModelError
+from loraops.modeling.base_model import INFO_FILE
 
 # Module names per named set, for Llama-style blocks (SmolLM2, Llama, Mistral, Qwen2).
 TARGET_MODULES = {
@@ -34,10 +36,22 @@ def compute_dtype() -> Any:
     return torch.float32
 
 
-def load_tokenizer(base_dir: Path, padding_side: str = "right") -> Any:
+def recorded_trust(base_dir: Path) -> bool:
+    """Whether the base_model stage was told ``model.trust_remote_code: true`` for this folder (recorded in
+    its ``loraops_base.json``); False when nothing says so."""
+    info = base_dir / INFO_FILE
+    try:
+        return bool(json.loads(info.read_text()).get("trust_remote_code", False)) if info.is_file() else False
+    except ValueError:
+        return False
+
+
+def load_tokenizer(base_dir: Path, padding_side: str = "right", trust_remote_code: bool | None = None) -> Any:
+    """The base's tokenizer; ``trust_remote_code`` None means as the base_model stage recorded it."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    trust = recorded_trust(base_dir) if trust_remote_code is None else trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=trust)
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -52,14 +66,16 @@ def token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
     return count
 
 
-def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool = False) -> Any:
-    """Load the materialised base model; ``quantize_4bit`` gives the QLoRA NF4 base."""
+def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool | None = None) -> Any:
+    """Load the materialised base model; ``quantize_4bit`` gives the QLoRA NF4 base. ``trust_remote_code``
+    None (every stage's call) means as ``model.trust_remote_code`` said when the base_model stage wrote it."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if not (base_dir / "config.json").is_file():
         raise ModelError(f"{base_dir}: no base model here; run the base_model stage first")
-    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+    trust = recorded_trust(base_dir) if trust_remote_code is None else trust_remote_code
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust}
     if quantize_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

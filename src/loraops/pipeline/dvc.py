@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from loraops.core import LoraopsError
+from loraops.core.tracking import redact_url
 
 REMOTE_URL_ENV = "LORAOPS_DVC_REMOTE_URL"
 S3_ENDPOINT_ENV = "MLFLOW_S3_ENDPOINT_URL"  # MinIO serves MLflow artifacts and the DVC remote alike
@@ -34,8 +35,9 @@ def dvc(root: Path, *args: str, timeout: float = 1800) -> str:
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
                             env=env, timeout=timeout)
     if result.returncode != 0:
-        raise DvcCommandError(f"dvc {' '.join(args)} (in {root}) failed: "
-                              f"{(result.stderr or result.stdout).strip()[-800:]}")
+        # The command line and DVC's own message may hold a remote URL with credentials.
+        raise DvcCommandError(redact_url(f"dvc {' '.join(args)} (in {root}) failed: "
+                                         f"{(result.stderr or result.stdout).strip()[-800:]}"))
     return result.stdout
 
 
@@ -60,10 +62,11 @@ def remote_name(root: Path) -> str:
 
 
 def remote_url(root: Path, name: str) -> str:
+    """The remote's URL as it may be shown (credentials redacted): it goes into results, artifacts and logs."""
     for line in dvc(root, "remote", "list").splitlines():
         parts = line.split()
         if len(parts) > 1 and parts[0] == name:  # skip stray lines (warnings) dvc may print
-            return parts[1]
+            return redact_url(parts[1])
     return ""
 
 

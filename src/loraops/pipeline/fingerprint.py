@@ -1,6 +1,6 @@
-"""Fingerprints of what a retrain depends on: the data source, the params and the base model.
+"""Fingerprints of what a retrain depends on: the data source, the params, the base model and the code.
 
-A scheduled retrain compares these with the last successful run and trains nothing when all three match.
+A scheduled retrain compares these with the last successful run and trains nothing when all four match.
 Each fingerprint is a sha256 over content, never over paths or modification times, so a copy of the same
 project on another machine (a team worker) fingerprints the same. The cheap forms are chosen on purpose:
 the demo dataset is fingerprinted by its generator's code and params (not by generating it), a hub model by
@@ -13,18 +13,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import loraops
 import loraops.data.demo as demo
 from loraops.config import Params, params_digest
 from loraops.core import Layout
-from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
+from loraops.core.hashing import HashMemo, library_versions, sha256_file, sha256_json, tree_sha256
 from loraops.data import source_file
 from loraops.modeling import classify_reference
 from loraops.modeling.base_model import BUILTIN_GGUF_SHA256, BUILTIN_WHEEL
 
 TAG_PREFIX = "loraops.fingerprint."
-COMPONENTS = ("data", "params", "base_model")
+COMPONENTS = ("data", "params", "base_model", "code")
+# The libraries whose version can change a trained adapter or its scores.
+LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors", "tokenizers", "evaluate",
+             "great_expectations", "optuna", "numpy")
 # Files of a local base model folder that define its behaviour; other files (READMEs) do not count.
-MODEL_FILE_PATTERNS = ("*.safetensors", "*.json", "*.model", "*.txt", "*.jinja")
+MODEL_FILE_PATTERNS = ("*.safetensors", "*.json", "*.model", "*.txt", "*.jinja", "*.py", "*.tiktoken")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Fingerprint:
     data: str
     params: str
     base_model: str
+    code: str
 
     @property
     def combined(self) -> str:
@@ -71,7 +76,8 @@ def data_fingerprint(params: Params, root: Path, hashes: Callable[[Path], str] =
 
 
 def base_model_fingerprint(params: Params, root: Path, hashes: Callable[[Path], str] = sha256_file) -> str:
-    """Built-in: the pinned GGUF checksum. Local folder: its weight, config and tokenizer bytes.
+    """Built-in: the pinned GGUF checksum. Local folder: its weight, config, tokenizer and code bytes, at any
+    depth (a tokenizer in a subfolder counts).
     Hub id: the reference and revision (pin ``model.revision`` so a moved branch is noticed)."""
     kind = classify_reference(params.model, root)
     model = params.model.model_dump()
@@ -86,12 +92,26 @@ def base_model_fingerprint(params: Params, root: Path, hashes: Callable[[Path], 
     return sha256_json(spec)
 
 
+def code_fingerprint(root: Path) -> str:
+    """The code that trains and scores: every file of the loraops package, the project's metric modules
+    (``evals/``) and flows (``flows/``), and the versions of the libraries in :data:`LIBRARIES`. A code fix
+    or a library upgrade is a reason for a new version."""
+    package = Path(loraops.__file__).resolve().parent
+    spec = {"loraops": tree_sha256(package, patterns=("*.py",)),
+            "evals": tree_sha256(root / "evals", patterns=("*.py",)) if (root / "evals").is_dir() else {},
+            "flows": tree_sha256(root / "flows", patterns=("*.py",)) if (root / "flows").is_dir() else {},
+            "libraries": library_versions(LIBRARIES)}
+    return sha256_json(spec)
+
+
 def retrain_fingerprint(params: Params, layout: Layout) -> Fingerprint:
     """What a scheduled retrain compares with the last successful one: the data source
     (:func:`data_fingerprint`), every param (:func:`loraops.config.params_digest`: a change anywhere is a
-    reason for a new version) and the base model (:func:`base_model_fingerprint`)."""
+    reason for a new version), the base model (:func:`base_model_fingerprint`) and the code
+    (:func:`code_fingerprint`)."""
     hashes = HashMemo(layout.hash_memo)
     fingerprint = Fingerprint(data=data_fingerprint(params, layout.root, hashes), params=params_digest(params),
-                              base_model=base_model_fingerprint(params, layout.root, hashes))
+                              base_model=base_model_fingerprint(params, layout.root, hashes),
+                              code=code_fingerprint(layout.root))
     hashes.save()
     return fingerprint

@@ -15,22 +15,49 @@ from typing import Any
 from loraops.config import PrepareParams
 from loraops.core import DataError
 from loraops.data import render_row
+from loraops.validation import normalise_text
+
+
+def _text_key(text: Any) -> str:
+    """Rows with the same key are the same text for leakage (validation's normalisation, else exact)."""
+    return (normalise_text(text) or f"exact:{text}") if isinstance(text, str) else f"exact:{text!r}"
 
 
 def _stratified_take(rows: list[dict], fraction: float, rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """Split off ``fraction`` of each label (at least one item when a label has two or more)."""
-    by_label: dict[str, list[dict]] = defaultdict(list)
+    """Split off ``fraction`` of each label (at least one item when a label has two or more).
+
+    Rows whose texts are the same after validation's normalisation move together, so a split carved here
+    never leaks a text into another split (validation cannot see these splits: they do not exist yet)."""
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        by_label[row["label"]].append(row)
+        groups.setdefault(_text_key(row["text"]), []).append(row)
+    by_label: dict[str, list[list[dict]]] = defaultdict(list)
+    for group in groups.values():
+        by_label[group[0]["label"]].append(group)
     kept, taken = [], []
     for label in sorted(by_label):
-        group = by_label[label][:]
-        rng.shuffle(group)
-        n = round(len(group) * fraction)
-        n = min(max(n, 1 if len(group) > 1 else 0), len(group) - 1)
-        taken += group[:n]
-        kept += group[n:]
+        label_groups = by_label[label][:]
+        rng.shuffle(label_groups)
+        total = sum(len(g) for g in label_groups)
+        n = round(total * fraction)
+        n = min(max(n, 1 if total > 1 else 0), total - 1)
+        count = 0
+        for index, group in enumerate(label_groups):
+            if count < n and index < len(label_groups) - 1:  # never the label's last group
+                taken += group
+                count += len(group)
+            else:
+                kept += group
     return kept, taken
+
+
+def leaked_texts(splits: dict[str, list[dict]]) -> int:
+    """Rows whose text (normalised) occurs in another split too."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for name, rows in splits.items():
+        for row in rows:
+            seen[_text_key(row["text"])].add(name)
+    return sum(1 for rows in splits.values() for row in rows if len(seen[_text_key(row["text"])]) > 1)
 
 
 def clean_records(records: list[dict], params: PrepareParams) -> tuple[list[dict], dict[str, int]]:
@@ -79,7 +106,8 @@ def prepare(records: list[dict], tokenizer: Any, params: PrepareParams,
     splits = split_records(records, params, seed)
     labels = sorted({r["label"] for r in splits["train"]})
     rendered = {name: [render_row(r, labels, tokenizer, params) for r in rows] for name, rows in splits.items()}
-    summary: dict[str, Any] = {"labels": len(labels), "cleaning": cleaning}
+    # Validation checked the splits the source gave; these are what training and evaluation use.
+    summary: dict[str, Any] = {"labels": len(labels), "cleaning": cleaning, "leaked_rows": leaked_texts(splits)}
     for name, rows in rendered.items():
         lengths = [len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows]
         too_long = sum(n > params.max_length for n in lengths)

@@ -4,9 +4,10 @@ The rule, the only one:
 
     A model version may be deleted only when it is NOT marked complete (tag ``loraops.registration``),
     NO alias points at it, and either the caller created it (the failure path of the registration that
-    made it) or it has stayed incomplete for longer than ``promote.lock_ttl_seconds`` (the process that was
-    registering it is gone). Anything else is never deleted: a version that looks broken but fails the
-    rule is tagged ``loraops.registration.kept`` with the reason, and stays.
+    made it) or the process that was registering it is gone: it has stayed incomplete for longer than
+    ``promote.lock_ttl_seconds``, or its ``loraops.registration.owner`` names a process of this host that no
+    longer runs. Anything else is never deleted: a version that looks broken but fails the rule is tagged
+    ``loraops.registration.kept`` with the reason, and stays.
 
 A complete version is never deleted, whatever failed after it was completed: a failure after promotion
 leaves the new champion where it is. Every deletion in loraops goes through :func:`_delete_if_allowed`.
@@ -17,9 +18,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from loraops.core.process import is_dead
 from loraops.core.tracking import Tracking, is_missing
 
 REGISTRATION_TAG = "loraops.registration"  # "incomplete" until the version is fully registered, then "complete"
+OWNER_TAG = "loraops.registration.owner"  # the registering process (loraops.core.process.process_identity)
 KEPT_TAG = "loraops.registration.kept"
 
 
@@ -38,7 +41,8 @@ def why_kept(version: Any, aliases: list[str], *, created_here: bool, grace_seco
         return "it is marked complete"
     if aliases:
         return f"alias {', '.join(sorted(aliases))} points at it"
-    if not created_here and version.creation_timestamp >= (time.time() - grace_seconds) * 1000:
+    if not created_here and not is_dead(version.tags.get(OWNER_TAG)) and \
+            version.creation_timestamp >= (time.time() - grace_seconds) * 1000:
         return f"another run may still be registering it (younger than {grace_seconds:g} s)"
     return None
 
@@ -82,7 +86,7 @@ def repair(tracking: Tracking, name: str, grace_seconds: float) -> list[str]:
     done, cutoff = [], (time.time() - grace_seconds) * 1000
     for version in versions:
         unfinished = version.tags.get(REGISTRATION_TAG) == "incomplete" or version.status != "READY"
-        if not unfinished or version.creation_timestamp >= cutoff:
+        if not unfinished or (version.creation_timestamp >= cutoff and not is_dead(version.tags.get(OWNER_TAG))):
             continue  # complete, or possibly still being registered by a live run: left alone
         reason = _delete_if_allowed(tracking, name, version, created_here=False, grace_seconds=grace_seconds)
         done.append(f"deleted version {version.version} (registration never finished)" if reason is None

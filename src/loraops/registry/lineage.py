@@ -17,12 +17,25 @@ from typing import Any
 
 from loraops.config import Params, params_digest
 from loraops.core import Layout, RegistryError
-from loraops.core.hashing import dvc_md5, is_dvc_md5
+from loraops.core.hashing import dvc_md5, is_dvc_md5, sha256_json, tree_sha256
 from loraops.evaluation import EvaluationSummary
 from loraops.training import TrainRecord
 from loraops.validation import ValidationSummary
 
 TRACKED_OUTPUTS = ("dataset", "prepared", "adapter")
+# The logged model's content hash, on the version (the registry, not the artifact store): loading checks it
+# before MLflow runs the model's code (loraops.registry.serving.load_verified).
+MODEL_SHA256_TAG = "model.sha256"
+# Files MLflow itself adds to a downloaded model folder; they are not part of what was logged.
+_ADDED_ON_DOWNLOAD = ("registered_model_meta",)
+
+
+def model_sha256(folder: Path) -> str:
+    """sha256 over every file of a logged model folder (MLmodel, the code MLflow runs, the adapter)."""
+    files = tree_sha256(folder)
+    for name in _ADDED_ON_DOWNLOAD:
+        files.pop(name, None)
+    return sha256_json(files)
 
 
 def tracked_outputs(layout: Layout) -> dict[str, Path]:

@@ -2,20 +2,35 @@
 
 MLflow has no conditional alias update, so a compare-and-set alone cannot stop two runs that both read
 "champion = 3" from both moving it. The one atomic operation MLflow's stores offer is creating a
-registered model under a unique name, so promotions take a short lease lock: the registered model
-``<name>.promotion-lock`` (created atomically, deleted when done, broken by the next run when older
-than ``promote.lock_ttl_seconds``, i.e. its holder died). Inside the lock the champion is read, the gates
-are evaluated against it, the champion is re-read just before the alias moves (a lock broken as stale
-shows up here, and the promotion starts over against the new champion), and the aliases are read back
-afterwards as a final consistency check.
+registered model under a unique name, so promotions hold a lease: the registered model
+``<name>.promotion-lock`` (see :class:`PromotionLease`).
+
+- **Renewed.** While the lease is held, a background thread renews it every ``lock_ttl_seconds / 4``
+  (an ``update_registered_model``, which the tracking server stamps with its own clock).
+- **Expiry never compares two machines' clocks.** A waiting run breaks the lock only after it has watched
+  the lock go unrenewed (same owner, same server timestamp) for ``lock_ttl_seconds`` of its own monotonic
+  clock, or at once when the lock's holder is a process of this host that no longer runs.
+- **Fenced.** The holder writes its token to the registered model (tag ``loraops.promotion.fence``) when it
+  takes the lease; before every alias or decision write it checks that the token is still its own and that
+  it renewed the lease within the last ``lock_ttl_seconds / 2``. A run whose lease was broken under it
+  stops before writing, and says so.
+
+Inside the lease the previous promotion's leftovers are repaired (:func:`repair_promotion`), the champion is
+read, the gates are evaluated against it, the champion is re-read just before the alias moves (a changed
+champion starts the round over), and the aliases are read back afterwards. A promotion writes in an order
+whose every prefix is repairable: ``promotion.decision = promoting`` and ``promotion.replaced`` first, then
+``champion``, then ``previous``, then the final decision; a crash anywhere leaves exactly one champion (the
+new or the old one), and the next promotion finishes or undoes what is left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -24,12 +39,22 @@ from typing import Any, Iterator
 
 from loraops.config import PromoteParams
 from loraops.core import RegistryError
+from loraops.core.process import is_dead, process_identity
 from loraops.core.tracking import Tracking, is_missing
 from loraops.evaluation import EvaluationSummary
+from loraops.registry.cleanup import REGISTRATION_TAG
 from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, gate_tags, passed
 from loraops.validation import ValidationSummary
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+PROMOTING = "promoting"  # the decision while the alias is moving; the next promotion repairs one left behind
+INTERRUPTED_DECISION = "challenger (promotion interrupted; `loraops promote N` runs it again)"
+FENCE_TAG = "loraops.promotion.fence"
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RegistryError):
+    """The promotion lock was broken under its holder (it went unrenewed too long); nothing more is written."""
 
 
 def now() -> str:
@@ -50,43 +75,127 @@ def alias_version(tracking: Tracking, name: str, alias: str) -> Any | None:
         raise
 
 
-@contextlib.contextmanager
-def registry_lock(tracking: Tracking, name: str, ttl: float) -> Iterator[str]:
-    """Hold ``<name>.promotion-lock`` for the block; wait for a live holder, break a stale one."""
-    from mlflow.exceptions import MlflowException
+def _error_code(exc: BaseException) -> str | None:
+    return getattr(exc, "error_code", None)
 
-    client, retry = tracking.client, tracking.retry
-    owner, lock = uuid.uuid4().hex, lock_name(name)
-    deadline = time.monotonic() + 2 * ttl
-    while True:
-        try:
-            retry(client.create_registered_model, lock, tags={"owner": owner, "expires": str(time.time() + ttl)},
-                  description=f"Held while a loraops run promotes a version of {name}; deleted afterwards.")
-            break
-        except MlflowException as exc:
-            if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
-                raise
-        try:
-            held = client.get_registered_model(lock)
-        except MlflowException:
-            continue  # released between our create and this read
-        if held.tags.get("owner") == owner:
-            break  # our create went through but its answer was lost, and the retry found it
-        if float(held.tags.get("expires", 0)) < time.time():
-            # Its holder died: break the lock, unless it changed hands meanwhile.
-            with contextlib.suppress(MlflowException):
-                if client.get_registered_model(lock).tags.get("owner") == held.tags.get("owner"):
-                    client.delete_registered_model(lock)
-            continue
-        if time.monotonic() > deadline:
-            raise RegistryError(f"registered model {lock!r} is held by another promotion; retry later")
-        time.sleep(0.1 + (uuid.uuid4().int % 200) / 1000)
-    try:
-        yield owner
-    finally:
+
+class PromotionLease:
+    """The promotion lock of registered model ``name``, held by this process (see the module docstring)."""
+
+    def __init__(self, tracking: Tracking, name: str, ttl: float):
+        self.tracking, self.name, self.ttl = tracking, name, float(ttl)
+        self.lock = lock_name(name)
+        self.owner = uuid.uuid4().hex
+        self.renewed_at = 0.0  # monotonic time at which the last successful renewal was sent
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- taking and releasing ------------------------------------------------------------------------------
+    def acquire(self, wait: float | None = None) -> None:
+        """Take the lock: wait for a live holder, break a dead one; RegistryError after ``wait`` seconds."""
+        from mlflow.exceptions import MlflowException
+
+        client, retry = self.tracking.client, self.tracking.retry
+        deadline = time.monotonic() + (3 * self.ttl if wait is None else wait)
+        watched: tuple | None = None  # (owner, server timestamp, description) of the holder we watch
+        watched_since = 0.0
+        while True:
+            sent = time.monotonic()
+            try:
+                retry(client.create_registered_model, self.lock,
+                      tags={"owner": self.owner, "holder": process_identity()},
+                      description=f"Held while a loraops run promotes a version of {self.name}; deleted afterwards.")
+                break
+            except MlflowException as exc:
+                if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            try:
+                held = client.get_registered_model(self.lock)
+            except MlflowException:
+                continue  # released between our create and this read
+            if held.tags.get("owner") == self.owner:
+                break  # our create went through but its answer was lost, and the retry found it
+            marker = (held.tags.get("owner"), held.last_updated_timestamp, held.description)
+            if marker != watched:
+                watched, watched_since = marker, time.monotonic()
+            dead_holder = is_dead(held.tags.get("holder"))
+            if dead_holder or time.monotonic() - watched_since > self.ttl:
+                # Unrenewed for a whole lease (or its holder is gone): break it, unless it changed hands
+                # meanwhile. Two breakers racing here are told apart by the fencing token below.
+                log.warning("breaking promotion lock %s of owner %s (%s)", self.lock, marker[0],
+                            "its process is gone" if dead_holder else f"unrenewed for {self.ttl:g} s")
+                with contextlib.suppress(MlflowException):
+                    if client.get_registered_model(self.lock).tags.get("owner") == marker[0]:
+                        client.delete_registered_model(self.lock)
+                watched = None
+                continue
+            if time.monotonic() > deadline:
+                raise RegistryError(f"registered model {self.lock!r} is held by another promotion "
+                                    f"(renewed within the last {self.ttl:g} s); retry later")
+            time.sleep(0.1 + (uuid.uuid4().int % 200) / 1000)
+        self.renewed_at = sent
+        # The fencing token: from now on a holder whose lease was broken finds someone else's token here.
+        retry(client.set_registered_model_tag, self.name, FENCE_TAG, self.owner)
+        self._thread = threading.Thread(target=self._renew_loop, name=f"renew {self.lock}", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ttl)
+        if self.lost is not None:
+            return  # it is someone else's lock now (or nobody's): never delete that
         with contextlib.suppress(Exception):
-            if client.get_registered_model(lock).tags.get("owner") == owner:
-                retry(client.delete_registered_model, lock)
+            if self.tracking.client.get_registered_model(self.lock).tags.get("owner") == self.owner:
+                self.tracking.retry(self.tracking.client.delete_registered_model, self.lock)
+
+    # -- keeping it -----------------------------------------------------------------------------------------
+    def _renew_loop(self) -> None:
+        import mlflow
+
+        # A client of its own: the renewal never waits behind (or retries inside) the promotion's calls.
+        client = mlflow.MlflowClient(tracking_uri=self.tracking.uri, registry_uri=self.tracking.uri)
+        count = 0
+        while not self._stop.wait(self.ttl / 4):
+            sent = time.monotonic()
+            try:
+                owner = client.get_registered_model(self.lock).tags.get("owner")
+                if owner != self.owner:
+                    self.lost = f"the lock is now held by {owner or 'nobody'}"
+                    return
+                count += 1
+                client.update_registered_model(self.lock, description=f"Held by a loraops promotion of "
+                                                                      f"{self.name}; renewal {count}.")
+                self.renewed_at = sent
+            except Exception as exc:  # noqa: BLE001 - the server may be slow or away: try again next period
+                if is_missing(exc):
+                    self.lost = "the lock was deleted (broken by another promotion)"
+                    return
+                log.warning("could not renew %s: %s", self.lock, str(exc).splitlines()[0][:200])
+
+    def check(self, before: str) -> None:
+        """Raise :class:`LeaseLost` unless this process still holds the lease; call before every write."""
+        if self.lost is None and time.monotonic() - self.renewed_at > self.ttl / 2:
+            self.lost = f"not renewed for {time.monotonic() - self.renewed_at:.0f} s"
+        if self.lost is None:
+            fence = self.tracking.retry(self.tracking.client.get_registered_model, self.name).tags.get(FENCE_TAG)
+            if fence != self.owner:
+                self.lost = "another promotion took the lock over (fencing token changed)"
+        if self.lost is not None:
+            raise LeaseLost(f"{self.name}: the promotion lock was lost before {before} ({self.lost}); "
+                            "stopped without writing it")
+
+
+@contextlib.contextmanager
+def registry_lock(tracking: Tracking, name: str, ttl: float) -> Iterator[PromotionLease]:
+    """Hold the promotion lease of ``name`` for the block."""
+    lease = PromotionLease(tracking, name, ttl)
+    lease.acquire()
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 def champion_score(version: Any | None, metric: str) -> ChampionScore | None:
@@ -115,23 +224,36 @@ def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummar
     return evaluation, validation
 
 
-def record_gates(tracking: Tracking, name: str, version: str, outcomes: list[GateOutcome], decision: str,
-                 extra: dict[str, str] | None = None) -> None:
+def record_gates(tracking: Tracking, lease: PromotionLease, name: str, version: str, outcomes: list[GateOutcome],
+                 decision: str, extra: dict[str, str] | None = None) -> None:
     client, retry = tracking.client, tracking.retry
     tags = {**gate_tags(outcomes), "promotion.decision": decision, "promotion.evaluated_at": now(), **(extra or {})}
+    lease.check(f"recording the gates of version {version}")
     for key, value in tags.items():
         retry(client.set_model_version_tag, name, version, key, value)
     retry(client.update_model_version, name, version, description=describe(outcomes, decision))
 
 
-def move_champion(tracking: Tracking, name: str, version: str, old: Any | None) -> None:
-    """previous -> old champion, champion -> version, then read both back (the final consistency check)."""
+def move_champion(tracking: Tracking, lease: PromotionLease, name: str, version: str, old: Any | None,
+                  decision: str, outcomes: list[GateOutcome]) -> None:
+    """champion -> version, previous -> old champion, then the final decision, then read both back.
+
+    In this order every prefix is repairable (:func:`repair_promotion`): ``promotion.replaced`` names the
+    old champion before the alias moves, and ``previous`` follows ``champion``, never the other way round.
+    """
     client, retry = tracking.client, tracking.retry
     if old is not None:
-        retry(client.set_registered_model_alias, name, PREVIOUS, str(old.version))
+        lease.check(f"recording what version {version} replaces")
         retry(client.set_model_version_tag, name, version, "promotion.replaced", str(old.version))
+    lease.check(f"moving {CHAMPION} to version {version}")
     retry(client.set_registered_model_alias, name, CHAMPION, version)
+    if old is not None:
+        lease.check(f"moving {PREVIOUS} to version {old.version}")
+        retry(client.set_registered_model_alias, name, PREVIOUS, str(old.version))
+    lease.check(f"recording the promotion of version {version}")
     retry(client.set_model_version_tag, name, version, "promotion.promoted_at", now())
+    retry(client.set_model_version_tag, name, version, "promotion.decision", decision)
+    retry(client.update_model_version, name, version, description=describe(outcomes, decision))
     champion, previous = alias_version(tracking, name, CHAMPION), alias_version(tracking, name, PREVIOUS)
     if champion is None or str(champion.version) != version or \
             (old is not None and (previous is None or str(previous.version) != str(old.version))):
@@ -139,17 +261,73 @@ def move_champion(tracking: Tracking, name: str, version: str, old: Any | None) 
                             f"(champion={champion and champion.version}, previous={previous and previous.version})")
 
 
+def repair_promotion(tracking: Tracking, lease: PromotionLease, name: str) -> list[str]:
+    """Finish or undo what an interrupted promotion or rollback left (call inside the lease).
+
+    The invariant: ``previous`` points at the version the champion replaced (its ``promotion.replaced``) and
+    exists only then; a version is marked ``promoting`` only while its promotion runs. Returns one line per
+    repair.
+    """
+    client, retry = tracking.client, tracking.retry
+    done: list[str] = []
+    champion, previous = alias_version(tracking, name, CHAMPION), alias_version(tracking, name, PREVIOUS)
+    if champion is not None:
+        replaced = champion.tags.get("promotion.replaced")
+        if replaced == str(champion.version) or (replaced and not _exists(tracking, name, replaced)):
+            replaced = None
+        current = str(previous.version) if previous is not None else None
+        if current != replaced:
+            lease.check(f"repairing {PREVIOUS}")
+            if replaced is None:
+                retry(client.delete_registered_model_alias, name, PREVIOUS)
+            else:
+                retry(client.set_registered_model_alias, name, PREVIOUS, replaced)
+            done.append(f"{PREVIOUS} moved from {current} to {replaced} (what champion {champion.version} replaced)")
+    promoting = retry(client.search_model_versions, f"name='{name}' and tag.`promotion.decision` = '{PROMOTING}'")
+    for version in promoting:
+        number = str(version.version)
+        lease.check(f"repairing the decision of version {number}")
+        if champion is not None and str(champion.version) == number:
+            decision = "champion (forced)" if version.tags.get("promotion.forced_by") else CHAMPION
+            retry(client.set_model_version_tag, name, number, "promotion.promoted_at", now())
+        else:
+            decision = INTERRUPTED_DECISION
+        retry(client.set_model_version_tag, name, number, "promotion.decision", decision)
+        done.append(f"version {number}: interrupted promotion recorded as {decision!r}")
+    for line in done:
+        log.warning("%s: %s", name, line)
+    return done
+
+
+def require_complete(version: Any, name: str) -> None:
+    """Only a fully registered version may hold an alias (README: *Half-made versions*)."""
+    state = version.tags.get(REGISTRATION_TAG)
+    if state != "complete" or getattr(version, "status", "READY") != "READY":
+        raise RegistryError(f"{name} version {version.version} is not a complete registration "
+                            f"({REGISTRATION_TAG}={state}, status {getattr(version, 'status', '?')}); "
+                            "refusing to give it an alias")
+
+
 def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
-            force_reason: str | None = None, max_rounds: int = 5) -> dict[str, Any]:
+            force_reason: str | None = None, max_rounds: int = 5, make_challenger: bool = False) -> dict[str, Any]:
     """Run the gates for ``version`` and move ``champion`` to it if they all pass (or if forced).
 
-    The gate outcomes and the decision are written to the version whatever the result.
+    ``version`` must be complete. The gate outcomes and the decision are written to the version whatever the
+    result. ``make_challenger`` (a new registration) also moves ``challenger`` to it, inside the same lease,
+    unless a newer version holds it already.
     """
     version = str(version)
     target = tracking.retry(tracking.client.get_model_version, name, version)
+    require_complete(target, name)
     evaluation, validation = version_evidence(tracking, target)
     metric = evaluation.headline
-    with registry_lock(tracking, name, params.lock_ttl_seconds):
+    with registry_lock(tracking, name, params.lock_ttl_seconds) as lease:
+        repaired = repair_promotion(tracking, lease, name)
+        if make_challenger:
+            current = alias_version(tracking, name, CHALLENGER)
+            if current is None or int(current.version) < int(version):
+                lease.check(f"moving {CHALLENGER} to version {version}")
+                tracking.retry(tracking.client.set_registered_model_alias, name, CHALLENGER, version)
         for _ in range(max_rounds):
             old = alias_version(tracking, name, CHAMPION)
             outcomes = evaluate_gates(evaluation, validation, params, champion_score(old, metric), version)
@@ -164,37 +342,43 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
                 decision = "champion (forced)"
             if already and not ok and force_reason is None:
                 decision = "champion (fails the gates now; `loraops rollback` demotes it)"
-            record_gates(tracking, name, version, outcomes, decision, extra)
-            if not decision.startswith(CHAMPION) or already:
+            moving = decision.startswith(CHAMPION) and not already
+            record_gates(tracking, lease, name, version, outcomes, PROMOTING if moving else decision, extra)
+            if not moving:
                 break
             # Compare-and-set: the champion must still be the one the gates were evaluated against.
             again = alias_version(tracking, name, CHAMPION)
             if (again and str(again.version)) != (old and str(old.version)):
                 continue
-            move_champion(tracking, name, version, old)
+            move_champion(tracking, lease, name, version, old, decision, outcomes)
             break
         else:
             raise RegistryError(f"{name}: the champion kept changing during the promotion of version {version}")
     return {"version": int(version), "decision": decision, "gates": {o.name: o.status for o in outcomes},
-            "previous": int(old.version) if old is not None and not already and decision.startswith(CHAMPION) else None}
+            "previous": int(old.version) if old is not None and not already and decision.startswith(CHAMPION) else None,
+            "repaired": repaired}
 
 
 def rollback(tracking: Tracking, name: str, params: PromoteParams) -> dict[str, Any]:
     """``champion`` back to ``previous``; ``previous`` then points at what that version had replaced."""
     client, retry = tracking.client, tracking.retry
-    with registry_lock(tracking, name, params.lock_ttl_seconds):
+    with registry_lock(tracking, name, params.lock_ttl_seconds) as lease:
+        repair_promotion(tracking, lease, name)
         champion, previous = alias_version(tracking, name, CHAMPION), alias_version(tracking, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name}: no 'previous' alias, nothing to roll back to")
         if champion is not None and str(champion.version) == str(previous.version):
             raise RegistryError(f"{name}: 'previous' and 'champion' are both version {champion.version} "
                                 "(an interrupted promotion); nothing to roll back to")
+        lease.check(f"moving {CHAMPION} back to version {previous.version}")
         retry(client.set_registered_model_alias, name, CHAMPION, str(previous.version))
         before = previous.tags.get("promotion.replaced")
+        lease.check(f"moving {PREVIOUS}")
         if before and before != str(previous.version) and _exists(tracking, name, before):
             retry(client.set_registered_model_alias, name, PREVIOUS, before)
         else:
             retry(client.delete_registered_model_alias, name, PREVIOUS)
+        lease.check("recording the rollback")
         if champion is not None:
             retry(client.set_model_version_tag, name, str(champion.version), "promotion.rolled_back_at", now())
             retry(client.set_model_version_tag, name, str(champion.version), "promotion.decision", "rolled back")

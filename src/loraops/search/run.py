@@ -9,7 +9,6 @@ the outputs). Trials train through :func:`loraops.training.train` (the one train
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 from loraops.config import LoraParams, Params
@@ -17,7 +16,8 @@ from loraops.core import Layout, require
 from loraops.core.tracking import redact_url
 from loraops.search.report import write_reports
 from loraops.search.select import select
-from loraops.search.study import (PARENT_RUN_ATTR, budget_state, has_room, open_study, storage_url,
+from loraops.search import heartbeat
+from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
                                   study_fingerprint, trial_results)
 from loraops.search.tracking import close_parent_run, ensure_parent_run
 from loraops.training import TrainChoice
@@ -35,16 +35,13 @@ def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
 
 def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any]:
     """Run trials until ``n_trials`` have finished or the step budget is spent; safe to run in parallel."""
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import fail_stale_trials
-
     study = open_study(params, layout, worker)
     objective = make_objective(params, layout, study, worker)
+    url = storage_url(params, layout)
+    beats = heartbeat.beat_storage(url, engine_kwargs(url), params.search.heartbeat_seconds)
     ran = 0
     while True:
-        with warnings.catch_warnings():  # fail_stale_trials is flagged "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            fail_stale_trials(study)
+        heartbeat.fail_stale_trials(study, beats)
         state = budget_state(study, params)
         if not has_room(state, params):
             if state["running"] == 0:
@@ -52,8 +49,8 @@ def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any
             # Another worker's trial (or a dead one not yet stale) may still be pruned or fail: wait for it.
             time.sleep(min(params.search.heartbeat_seconds, 5))
             continue
-        # catch=Exception: a failing trial is recorded as FAIL and the search goes on.
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        # A failing trial is recorded as FAIL and the search goes on (heartbeat.run_trial).
+        heartbeat.run_trial(study, objective, beats, params.search.heartbeat_seconds)
         ran += 1
     return {"worker": worker, "trials_started": ran, **budget_state(study, params)}
 

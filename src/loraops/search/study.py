@@ -3,9 +3,9 @@
 Resuming: the study lives in a database outside every DVC output (SQLite under ``.loraops/search/`` unless
 ``search.storage`` or ``LORAOPS_OPTUNA_STORAGE`` names one) under a name derived from a fingerprint of the
 inputs, so a re-run continues the same study and never re-runs a finished trial, and a changed input starts
-a new one. Workers send heartbeats; a RUNNING trial whose worker died (SIGKILL) goes stale after
-2 x ``search.heartbeat_seconds``, is marked FAIL and re-queued with the same params (Optuna's
-RetryHeartbeatStaleTrialCallback). Such re-queued failures do not count against ``n_trials``.
+a new one. Workers send heartbeats (:mod:`loraops.search.heartbeat`); a RUNNING trial whose worker died
+(SIGKILL) is marked FAIL and re-queued with the same params (Optuna's RetryHeartbeatStaleTrialCallback), and
+a live worker's trial never is. Such re-queued failures do not count against ``n_trials``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any
 
 from loraops.config import LoraParams, Params
 from loraops.core import Layout
-from loraops.core.hashing import sha256_file, sha256_json
+from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
 from loraops.core.tracking import redact_url
-from loraops.modeling import INFO_FILE
 from loraops.search.select import TrialResult
 
 STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"
@@ -29,14 +28,19 @@ RUNTIME_KEYS = ("n_jobs", "storage", "heartbeat_seconds", "enabled")
 
 def study_fingerprint(params: Params, layout: Layout) -> str:
     """What a trial's result depends on, so a study resumes only on a match: the bytes of the prepared train
-    and val splits and of the base model's config and loraops_base.json, the search params but the runtime
-    ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``), the train settings a trial keeps
-    (method, batch size, gradient accumulation, warmup), the search seed and ``prepare.max_length``."""
+    and val splits and of every file of the base model (weights, config, tokenizer, loraops_base.json), the
+    search params but the runtime ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``), the train
+    settings a trial keeps (method, batch size, gradient accumulation, warmup, learning-rate schedule), the
+    search seed and ``prepare.max_length``."""
     files = {path.name: sha256_file(path) if path.is_file() else None
-             for path in (layout.prepared_dir / "train.jsonl", layout.prepared_dir / "val.jsonl",
-                          layout.base_model_dir / "config.json", layout.base_model_dir / INFO_FILE)}
+             for path in (layout.prepared_dir / "train.jsonl", layout.prepared_dir / "val.jsonl")}
+    if layout.base_model_dir.is_dir():  # large weights: hashed once, then remembered by their file stamp
+        memo = HashMemo(layout.hash_memo)
+        files["base"] = tree_sha256(layout.base_model_dir, memo)
+        memo.save()
     search = {k: v for k, v in params.search.model_dump().items() if k not in RUNTIME_KEYS}
-    train = params.train.model_dump(include={"method", "batch_size", "gradient_accumulation_steps", "warmup_steps"})
+    train = params.train.model_dump(include={"method", "batch_size", "gradient_accumulation_steps", "warmup_steps",
+                                             "lr_scheduler"})
     settings = {"search": search, "train": train, "seed": seed_of(params), "max_length": params.prepare.max_length}
     return sha256_json({"files": files, "settings": settings})[:16]
 
@@ -57,19 +61,22 @@ def study_name(params: Params, layout: Layout) -> str:
     return f"loraops-search-{study_fingerprint(params, layout)}"
 
 
+def engine_kwargs(url: str) -> dict[str, Any]:
+    # SQLite serialises writers; several workers and heartbeats wait for the lock instead of failing.
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+
+
 def open_study(params: Params, layout: Layout, worker: int = 0) -> Any:
-    """The study (created on first use) with a sampler and pruner built from ``search`` params."""
+    """The study (created on first use) with a sampler and pruner built from ``search`` params. Its storage
+    has Optuna's own heartbeat off: the workers beat and judge staleness themselves (search.heartbeat)."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(params, layout)
-    # SQLite serialises writers; several workers and heartbeats wait for the lock instead of failing.
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=params.search.heartbeat_seconds,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        storage = RDBStorage(url, engine_kwargs=engine_kwargs(url))
     s = params.search
     # Each worker gets its own sampler seed so parallel workers do not draw the same configurations.
     seed = seed_of(params) + worker

@@ -19,9 +19,10 @@ from typing import Any
 
 from loraops.config import LoraParams, TrainParams
 from loraops.core import write_json
-from loraops.core.hashing import sha256_file, sha256_json
+from loraops.core.hashing import library_versions, sha256_file, sha256_json, tree_sha256
 
 MANIFEST = "loraops_manifest.json"
+TRAINING_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors", "tokenizers")
 PREFIX = "checkpoint-"
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,13 @@ def checkpoint_key(base_dir: Path, splits: dict[str, list[dict]], params: TrainP
                    lora: LoraParams | None, learning_rate: float | None, device: str) -> str:
     """The resume key: checkpoints resume only when it matches. It covers the train params (but the progress
     bar and the merge tolerance, which do not shape the trajectory), the seed, ``max_length``, the LoRA config
-    (None: full fine-tuning), the learning rate override, the device, the train and val rows, and the bytes
-    of the base model's config and safetensors weights."""
+    (None: full fine-tuning), the learning rate override, the device, the train and val rows, the bytes of
+    every file of the base model (weights, config, tokenizer) and the versions of the training libraries
+    (a resumed optimizer or RNG state is only valid with the code that wrote it)."""
     payload = {"train": params.model_dump(exclude={"progress_bar", "merge_tolerance"}), "seed": seed,
                "max_length": max_length, "lora": lora.model_dump() if lora else None,
                "data": sha256_json([splits["train"], splits["val"]]), "learning_rate": learning_rate,
-               "device": device,
-               "base": {p.name: sha256_file(p) for p in sorted([base_dir / "config.json",
-                                                                *base_dir.glob("*.safetensors")])}}
+               "device": device, "base": tree_sha256(base_dir), "libraries": library_versions(TRAINING_LIBRARIES)}
     return sha256_json(payload)
 
 

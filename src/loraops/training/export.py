@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loraops.core import ModelError, atomic_dir, write_json
-from loraops.modeling import load_tokenizer
+from loraops.modeling import load_tokenizer, recorded_trust
 
 BASELINE_MARKER = "loraops_baseline.json"
 
@@ -36,7 +36,8 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, rows: list[d
 
     tokenizer = load_tokenizer(base_dir)
     batch = sample_batch(tokenizer, rows)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, use_safetensors=True,
+                                                trust_remote_code=recorded_trust(base_dir))
     model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False).eval()
     with torch.no_grad():
         unmerged = model(**batch).logits

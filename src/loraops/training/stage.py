@@ -6,8 +6,8 @@ import shutil
 
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, atomic_dir, require, write_json
-from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec
-from loraops.modeling import base_info, safetensors_bytes
+from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
+from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
 from loraops.training.curves import write_curve
 from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
 from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice, TrainRecord
@@ -38,7 +38,10 @@ def train_stage(params: Params, layout: Layout) -> dict:
     model.peft_config["default"].base_model_name_or_path = base_info(layout)["id"]
     with atomic_dir(layout.adapter_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
-        write_json(staging / PROMPT_FILE, prompt_spec(load_labels(layout), params.prepare))
+        labels = load_labels(layout)
+        template = prompt_template(labels, load_tokenizer(layout.base_model_dir), params.prepare,
+                                   splits["train"] + splits["val"])
+        write_json(staging / PROMPT_FILE, prompt_spec(labels, params.prepare, template))
         adapter_bytes = safetensors_bytes(staging)
         del model
         # Checked before the adapter is put in place: a merge over tolerance leaves the old outputs.

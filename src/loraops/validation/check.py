@@ -12,13 +12,14 @@ from loraops.validation.report import ValidationReport
 
 def validate_dataset(records: list[dict], params: ValidateParams, work_dir: Path,
                      token_lengths: Callable[[list[str]], list[int]] | None = None,
-                     previous: dict | None = None) -> ValidationReport:
+                     previous: dict | None = None, special_tokens: tuple[str, ...] = ()) -> ValidationReport:
     """Validate raw loraops records ``{"text", "label", "split"}`` (values may be None or not strings).
 
     ``work_dir`` receives the GX file context (``gx/``, rebuilt on each call), its Data Docs and the suites
     as JSON (``suites/``). ``token_lengths`` maps texts to token counts with the base model's tokenizer
     (None skips the token check). ``previous`` is the ``stats`` of the last validated version (None: the
-    first version, no shift or new-label checks).
+    first version, no shift or new-label checks). ``special_tokens`` are the tokenizer's special-token strings,
+    which no text or label may contain.
     """
     from loraops.validation.gx_run import run_batches, write_suite_json
     from loraops.validation.results import interpret
@@ -26,7 +27,7 @@ def validate_dataset(records: list[dict], params: ValidateParams, work_dir: Path
 
     work_dir = Path(work_dir)
     frames = build_frames(records, token_lengths, previous)
-    batches = build_batches(params, frames, previous)
+    batches = build_batches(params, frames, previous, tuple(special_tokens))
     write_suite_json(batches, work_dir)
     results, docs_index = run_batches(batches, work_dir)
     failures = interpret(results, frames, params)

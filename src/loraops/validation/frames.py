@@ -19,6 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from loraops.data import normalise_answer
+
 SPLITS = ("train", "val", "test")
 UNSPLIT = "(none)"  # split key of rows that carry no split (prepare splits them later)
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
@@ -87,10 +89,23 @@ def build_rows(records: list[dict],
             rows["text_tokens"] = pd.Series([float(next(counts)) if isinstance(t, str) else np.nan for t in texts],
                                             dtype=float)
         rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
-        rows["text_normalised"] = _objects([normalise_text(t) if ok else None for t, ok in zip(texts, usable)])
+        # A text with no letters or digits (emoji only) normalises to nothing: it is compared exactly only,
+        # so such texts are not all "duplicates" of each other.
+        rows["text_normalised"] = _objects([(normalise_text(t) or None) if ok else None for t, ok in zip(texts, usable)])
+        if "label" in rows:
+            rows["label_in_text"] = _objects([_label_in_text(t, label) for t, label in zip(texts, rows["label"])])
         rows["leak_exact"] = _leaks(rows, "text_exact")
         rows["leak_normalised"] = _leaks(rows, "text_normalised")
     return rows, columns
+
+
+def _label_in_text(text: Any, label: Any) -> str | None:
+    """The label when the text contains it verbatim (case-folded; ``_``/``-`` also as spaces), else None;
+    labels shorter than 3 characters are too common as words to count."""
+    if not (_usable(text) and _usable(label)) or len(label.strip()) < 3:
+        return None
+    folded, name = text.casefold(), label.strip().casefold()
+    return label if any(form in folded for form in {name, name.replace("_", " "), name.replace("-", " ")}) else None
 
 
 def _in_pool(split: Any) -> bool:
@@ -101,7 +116,7 @@ def _in_pool(split: Any) -> bool:
 def build_labels(rows: pd.DataFrame) -> pd.DataFrame:
     empty = pd.DataFrame({"label": _objects([]), "first_row": pd.Series([], dtype=np.int64),
                           "rows": pd.Series([], dtype=np.int64), "train_count": pd.Series([], dtype=np.int64),
-                          "imbalance": pd.Series([], dtype=float)})
+                          "imbalance": pd.Series([], dtype=float), "collides_with": _objects([])})
     if "label" not in rows:
         return empty
     valid = rows[rows["label"].map(_usable)]
@@ -113,9 +128,16 @@ def build_labels(rows: pd.DataFrame) -> pd.DataFrame:
     train = pool.groupby("label", sort=False).size().reindex(first_row.index, fill_value=0)
     largest = float(train.max())
     imbalance = [largest / c if c else np.nan for c in train]
-    return pd.DataFrame({"label": _objects(list(first_row.index)), "first_row": first_row.to_numpy(np.int64),
+    names = list(first_row.index)
+    # Labels the evaluator cannot tell apart: they normalise alike (case, spaces, hyphens, punctuation).
+    forms: dict[str, list[str]] = {}
+    for name in names:
+        forms.setdefault(normalise_answer(name), []).append(name)
+    collides = [", ".join(repr(o) for o in forms[normalise_answer(n)] if o != n) or None for n in names]
+    return pd.DataFrame({"label": _objects(names), "first_row": first_row.to_numpy(np.int64),
                          "rows": total.reindex(first_row.index).to_numpy(np.int64),
-                         "train_count": train.to_numpy(np.int64), "imbalance": np.asarray(imbalance, dtype=float)})
+                         "train_count": train.to_numpy(np.int64), "imbalance": np.asarray(imbalance, dtype=float),
+                         "collides_with": _objects(collides)})
 
 
 def build_shift(labels: pd.DataFrame, previous: dict | None) -> pd.DataFrame | None:

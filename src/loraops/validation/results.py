@@ -99,10 +99,15 @@ def _rows_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str, 
         "chars": f"text longer than validate.max_text_chars={params.max_text_chars} characters in {_n(n)}: {where}",
         "tokens": f"text longer than validate.max_text_tokens={params.max_text_tokens} tokens in {_n(n)}: {where}",
         "split": f"split is not one of train/val/test in {_n(n)}: {where}",
+        "format": f"{column} contains invisible format characters (zero-width, bidirectional controls) in "
+                  f"{_n(n)}: {where}",
+        "special_token": f"{column} contains one of the tokenizer's special-token strings in {_n(n)}: {where}",
+        "multiline": f"label spans more than one line in {_n(n)} (the evaluator reads the first line of an "
+                     f"answer): {where}",
     }
     if check in texts:
         examples = r.examples("split" if check == "split" else "text")
-        if column == "label" or check == "split":  # the offending value, then the text of its row
+        if column == "label" or check in ("split", "multiline"):  # the offending value, then the text of its row
             shown = "split" if check == "split" else "label"
             examples = [(row, f"[{shown} {_value(r.frames.rows.at[row - 1, shown])}] {text}") for row, text in examples]
         if check in ("chars", "tokens"):
@@ -117,6 +122,11 @@ def _rows_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str, 
                 f"{_n(n)} carry label(s) not in the previous version: {', '.join(map(repr, new))}{hint}; {where}",
                 n, [(row, f"[label {r.frames.rows.at[row - 1, 'label']}] {text}") for row, text in r.examples("text")])
     share = float(r.info.get("unexpected_percent") or 0.0) / 100
+    if check == "label_in_text":
+        return ("target leakage (label in text)",
+                f"{_n(n)} ({_pct(share)} of rows) contain their own label verbatim in the text; a model can copy "
+                f"the answer (validate.max_label_in_text_share is {_pct(params.max_label_in_text_share)}): {where}",
+                n, [(row, f"[label {r.frames.rows.at[row - 1, 'label']}] {text}") for row, text in r.examples("text")])
     if check in ("dup_exact", "dup_normalised"):
         kind = "exact" if check == "dup_exact" else "normalised"
         how = "" if kind == "exact" else " after normalisation (case, whitespace, punctuation)"
@@ -151,6 +161,13 @@ def _labels_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str
     more = f" and {r.count - len(bad)} more" if r.count > len(bad) else ""
     examples = [(int(f), f"{label}: {count} training examples")
                 for f, label, count in zip(bad.index[:MAX_EXAMPLES], bad["label"], bad["train_count"])]
+    if check == "label_collision":
+        pairs = ", ".join(f"{label!r} ~ {other}" for label, other in zip(bad["label"], bad["collides_with"]))
+        return ("labels that normalise alike",
+                f"{r.count} label(s) cannot be told apart after the evaluator's answer normalisation (case, "
+                f"surrounding whitespace and punctuation, spaces and hyphens): {pairs}; rename or merge them",
+                int(bad["rows"].sum()), [(int(f), f"{label}: same as {other}") for f, label, other in
+                                         zip(bad.index[:MAX_EXAMPLES], bad["label"], bad["collides_with"])])
     if check == "few_examples":
         return ("min examples per label",
                 f"{r.count} label(s) have fewer than validate.min_examples_per_label={params.min_examples_per_label} "

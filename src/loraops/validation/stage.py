@@ -17,10 +17,10 @@ def validate_stage(params: Params, layout: Layout) -> dict:
     ``metrics/validation.json`` are written and a FAILED MLflow run holds them, so nothing trains on it and the
     reasons stay on disk and in the tracking store."""
     require(layout.raw_data, layout.base_model_dir)
-    token_lengths = token_counter(load_tokenizer(layout.base_model_dir))
+    tokenizer = load_tokenizer(layout.base_model_dir)
     previous = read_json(layout.validation_profile) if layout.validation_profile.is_file() else None
     report = validate_dataset(read_jsonl(layout.raw_data), params.validate, layout.cache_dir / "validation",
-                              token_lengths, previous)
+                              token_counter(tokenizer), previous, special_token_strings(tokenizer))
     docs_index = None
     if report.docs_index is not None:
         with atomic_dir(layout.validation_docs) as staging:
@@ -34,6 +34,12 @@ def validate_stage(params: Params, layout: Layout) -> dict:
         raise ValidationFailed(report.summary())
     write_json(layout.validation_profile, report.stats)
     return summary.to_json()
+
+
+def special_token_strings(tokenizer) -> tuple[str, ...]:  # noqa: ANN001 - any transformers tokenizer
+    """Every special or added token's text (``<|im_end|>``...): in a text or label it would act as that token."""
+    added = [str(getattr(token, "content", token)) for token in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+    return tuple(sorted(set(added) | set(tokenizer.all_special_tokens)))
 
 
 def log_validation(layout: Layout, summary: ValidationSummary) -> None:

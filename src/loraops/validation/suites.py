@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.expectations.metadata_types import FailureSeverity
@@ -19,6 +21,10 @@ REQUIRED_COLUMNS = ("text", "label")
 # C0 controls other than tab/newline/carriage return, DEL and the C1 controls.
 CONTROL_REGEX = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]"
 REPLACEMENT_REGEX = r"\uFFFD"
+# Invisible format characters: soft hyphen, zero-width space/joiners/marks, bidirectional embeddings,
+# overrides and isolates, word joiner and invisible operators, the byte-order mark.
+FORMAT_REGEX = r"[\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF]"
+LINE_BREAK_REGEX = r"[\n\r\u2028\u2029\x85]"
 BLANK_REGEX = r"^\s*$"
 # Checks whose bound is a share of rows: any offending row below the bound is still reported, as a warning.
 TOLERANT_CHECKS = ("dup_exact", "dup_normalised", "leak_exact", "leak_normalised")
@@ -40,7 +46,14 @@ def _severity(warn: bool) -> FailureSeverity:
     return FailureSeverity.WARNING if warn else FailureSeverity.CRITICAL
 
 
-def rows_expectations(params: ValidateParams, frames: Frames, previous: dict | None) -> list[gxe.Expectation]:
+def special_token_regex(tokens: list[str] | tuple[str, ...]) -> str | None:
+    """A regex matching any of the tokenizer's special-token strings (None when there are none)."""
+    usable = sorted({t for t in tokens if t and t.strip() and len(t) > 1}, key=len, reverse=True)
+    return "|".join(re.escape(t) for t in usable) or None
+
+
+def rows_expectations(params: ValidateParams, frames: Frames, previous: dict | None,
+                      special_tokens: tuple[str, ...] = ()) -> list[gxe.Expectation]:
     dup_mostly = 1.0 - params.max_duplicate_share
     leak_mostly = 1.0 - params.max_leakage_share
     out: list[gxe.Expectation] = [
@@ -62,7 +75,20 @@ def rows_expectations(params: ValidateParams, frames: Frames, previous: dict | N
             gxe.ExpectColumnValuesToNotMatchRegex(
                 column=column, regex=REPLACEMENT_REGEX,
                 **_meta("replacement", f"The {column} holds no U+FFFD, the mark of invalid UTF-8 in the source.")),
+            gxe.ExpectColumnValuesToNotMatchRegex(
+                column=column, regex=FORMAT_REGEX,
+                **_meta("format", f"The {column} holds no invisible format characters (zero-width characters, "
+                        "bidirectional controls): they make texts that look alike differ, or hide text.")),
         ]
+        special = special_token_regex(special_tokens)
+        if special is not None:
+            out.append(gxe.ExpectColumnValuesToNotMatchRegex(
+                column=column, regex=special,
+                **_meta("special_token", f"The {column} holds none of the tokenizer's special-token strings "
+                        "(they would end or restructure the chat turn).")))
+    out.append(gxe.ExpectColumnValuesToNotMatchRegex(
+        column="label", regex=LINE_BREAK_REGEX,
+        **_meta("multiline", "A label is one line: the evaluator reads only the first line of an answer.")))
     out += [
         gxe.ExpectColumnValueLengthsToBeBetween(column="text", max_value=params.max_text_chars,
                                                 **_meta("chars", "validate.max_text_chars, in characters.")),
@@ -100,6 +126,11 @@ def rows_expectations(params: ValidateParams, frames: Frames, previous: dict | N
             **_meta("leak_normalised", "Leakage after normalisation: no normalised text occurs in two splits; "
                     "validate.max_leakage_share at most.")),
     ]
+    if "label_in_text" in frames.rows:
+        out.append(gxe.ExpectColumnValuesToBeNull(
+            column="label_in_text", mostly=1.0 - params.max_label_in_text_share, severity=FailureSeverity.WARNING,
+            **_meta("label_in_text", "Target leakage: texts that contain their own label verbatim; more than "
+                    "validate.max_label_in_text_share of rows is a warning.")))
     mean_before = ((previous or {}).get("text_chars") or {}).get("mean")
     if mean_before:
         out.append(gxe.ExpectColumnMeanToBeBetween(
@@ -112,6 +143,10 @@ def rows_expectations(params: ValidateParams, frames: Frames, previous: dict | N
 
 def labels_expectations(params: ValidateParams) -> list[gxe.Expectation]:
     return [
+        gxe.ExpectColumnValuesToBeNull(
+            column="collides_with",
+            **_meta("label_collision", "No two labels normalise alike (case, surrounding whitespace and punctuation, "
+                    "spaces and hyphens): the evaluator and serving could not tell them apart.")),
         gxe.ExpectColumnValuesToBeBetween(
             column="train_count", min_value=params.min_examples_per_label,
             **_meta("few_examples", "validate.min_examples_per_label training examples for every label.")),
@@ -135,8 +170,9 @@ def splits_expectations(params: ValidateParams) -> list[gxe.Expectation]:
         **_meta("split_size", "validate.min_rows_per_split rows in every split the source gives."))]
 
 
-def build_batches(params: ValidateParams, frames: Frames, previous: dict | None) -> list[Batch]:
-    batches = [Batch("loraops_rows", frames.rows, "row", rows_expectations(params, frames, previous)),
+def build_batches(params: ValidateParams, frames: Frames, previous: dict | None,
+                  special_tokens: tuple[str, ...] = ()) -> list[Batch]:
+    batches = [Batch("loraops_rows", frames.rows, "row", rows_expectations(params, frames, previous, special_tokens)),
                Batch("loraops_labels", frames.labels, "first_row", labels_expectations(params))]
     if len(frames.splits):
         batches.append(Batch("loraops_splits", frames.splits, "first_row", splits_expectations(params)))
