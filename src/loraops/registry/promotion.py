@@ -26,10 +26,15 @@ from loraops.config import PromoteParams
 from loraops.core import RegistryError
 from loraops.core.tracking import Tracking, is_missing
 from loraops.evaluation import EvaluationSummary
-from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, gate_tags, passed
+from loraops.evaluation.comparison import markdown_table
+from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, passed, summarise
+from loraops.registry.lineage import parse_score
 from loraops.validation import ValidationSummary
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+# On the registered model: the version loraops last made champion, and when. A champion alias that differs
+# was moved outside loraops (loraops.registry.hand_moves).
+CHAMPION_TAG, CHAMPION_AT_TAG = "loraops.champion", "loraops.champion_at"
 
 
 def now() -> str:
@@ -90,12 +95,14 @@ def registry_lock(tracking: Tracking, name: str, ttl: float) -> Iterator[str]:
 
 
 def champion_score(version: Any | None, metric: str) -> ChampionScore | None:
+    """The champion's headline score and test set, from its tags (``adapter.<metric>``, ``test_set.sha256``;
+    versions registered before these names carry ``eval.adapter.<metric>`` and ``eval.test_set_sha256``)."""
     if version is None:
         return None
     tags = version.tags
-    score = tags.get(f"eval.adapter.{metric}")
-    return ChampionScore(str(version.version), float(score) if score not in (None, "", "None") else None,
-                         tags.get("eval.test_set_sha256"))
+    score, _, _ = parse_score(tags.get(f"adapter.{metric}") or tags.get(f"eval.adapter.{metric}"))
+    return ChampionScore(str(version.version), score,
+                         tags.get("test_set.sha256") or tags.get("eval.test_set_sha256"))
 
 
 def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummary, ValidationSummary | None]:
@@ -116,12 +123,26 @@ def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummar
 
 
 def record_gates(tracking: Tracking, name: str, version: str, outcomes: list[GateOutcome], decision: str,
-                 extra: dict[str, str] | None = None) -> None:
+                 extra: dict[str, str] | None = None, evaluation: EvaluationSummary | None = None,
+                 notes: list[str] | None = None) -> None:
+    """``decision`` and ``gates`` tags on the version; the description holds the gate table with each gate's
+    reason, when it was evaluated, and the comparison of base, adapter and full fine-tune."""
     client, retry = tracking.client, tracking.retry
-    tags = {**gate_tags(outcomes), "promotion.decision": decision, "promotion.evaluated_at": now(), **(extra or {})}
+    tags = {"gates": summarise(outcomes), "decision": decision, **(extra or {})}
     for key, value in tags.items():
         retry(client.set_model_version_tag, name, version, key, value)
-    retry(client.update_model_version, name, version, description=describe(outcomes, decision))
+    comparison = markdown_table(evaluation) if evaluation is not None else None
+    retry(client.update_model_version, name, version,
+          description=describe(outcomes, decision, comparison, [*(notes or []), f"Gates evaluated {now()}."]))
+
+
+def mark_champion(tracking: Tracking, name: str, version: str | None) -> None:
+    """Record on the registered model which version loraops made champion (None: no champion). Written after
+    the alias and the version's ``promotion.promoted_at``/``restored_at``, so a failure in between is told
+    apart from a hand move by those times (loraops.registry.hand_moves)."""
+    retry, client = tracking.retry, tracking.client
+    retry(client.set_registered_model_tag, name, CHAMPION_TAG, version or "none")
+    retry(client.set_registered_model_tag, name, CHAMPION_AT_TAG, now())
 
 
 def move_champion(tracking: Tracking, name: str, version: str, old: Any | None) -> None:
@@ -132,6 +153,7 @@ def move_champion(tracking: Tracking, name: str, version: str, old: Any | None) 
         retry(client.set_model_version_tag, name, version, "promotion.replaced", str(old.version))
     retry(client.set_registered_model_alias, name, CHAMPION, version)
     retry(client.set_model_version_tag, name, version, "promotion.promoted_at", now())
+    mark_champion(tracking, name, version)
     champion, previous = alias_version(tracking, name, CHAMPION), alias_version(tracking, name, PREVIOUS)
     if champion is None or str(champion.version) != version or \
             (old is not None and (previous is None or str(previous.version) != str(old.version))):
@@ -164,7 +186,7 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
                 decision = "champion (forced)"
             if already and not ok and force_reason is None:
                 decision = "champion (fails the gates now; `loraops rollback` demotes it)"
-            record_gates(tracking, name, version, outcomes, decision, extra)
+            record_gates(tracking, name, version, outcomes, decision, extra, evaluation)
             if not decision.startswith(CHAMPION) or already:
                 break
             # Compare-and-set: the champion must still be the one the gates were evaluated against.
@@ -197,8 +219,9 @@ def rollback(tracking: Tracking, name: str, params: PromoteParams) -> dict[str, 
             retry(client.delete_registered_model_alias, name, PREVIOUS)
         if champion is not None:
             retry(client.set_model_version_tag, name, str(champion.version), "promotion.rolled_back_at", now())
-            retry(client.set_model_version_tag, name, str(champion.version), "promotion.decision", "rolled back")
+            retry(client.set_model_version_tag, name, str(champion.version), "decision", "rolled back")
         retry(client.set_model_version_tag, name, str(previous.version), "promotion.restored_at", now())
+        mark_champion(tracking, name, str(previous.version))
         check = alias_version(tracking, name, CHAMPION)
         if check is None or str(check.version) != str(previous.version):
             raise RegistryError(f"{name}: champion changed during the rollback")

@@ -31,16 +31,24 @@ def request_texts(model_input: Any) -> list[str]:
     return [str(t) for t in model_input]
 
 
+def base_model_dir(context: Any) -> Path:
+    """The local base model the adapter loads onto: the ``base_model`` file of the logged model (versions
+    registered before it carry the path in ``model_config``)."""
+    if "base_model" in (context.artifacts or {}):
+        return Path(read_json(Path(context.artifacts["base_model"]))["base_model_dir"])
+    return Path(context.model_config["base_model_dir"])
+
+
 class AdapterModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
 
     def load_context(self, context: Any) -> None:
         adapter = Path(context.artifacts["adapter"])
-        self.model, self.tokenizer = load_for_inference(Path(context.model_config["base_model_dir"]), adapter)
+        self.model, self.tokenizer = load_for_inference(base_model_dir(context), adapter)
         spec = read_json(adapter / PROMPT_FILE)
         self.labels = spec["labels"]
         self.prepare = PrepareParams(**spec["prepare"])
-        self.batch_size = int(context.model_config.get("batch_size", 16))
+        self.batch_size = int((context.model_config or {}).get("batch_size", 16))
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
         texts = request_texts(model_input)
