@@ -66,11 +66,12 @@ def _marker(tracking: Tracking, name: str) -> tuple[str | None, str | None] | No
 
 
 def _moved_by_loraops(version: Any, marked_at: str | None) -> bool:
-    """The version's own promotion or rollback record is not older than the marker: loraops moved the alias
-    and failed before writing the marker, which is not a hand move."""
+    """The version's own promotion or rollback record is newer than the marker: loraops moved the alias and
+    failed before writing the marker, which is not a hand move. (A version promoted by loraops earlier and
+    moved back to by hand has an older record, so it counts as a hand move.)"""
     times = [version.tags.get(k) for k in ("promotion.promoted_at", "promotion.restored_at")]
     times = [t for t in times if t]
-    return bool(times) and (marked_at is None or max(times) >= marked_at)
+    return bool(times) and (marked_at is None or max(times) > marked_at)
 
 
 def check_champion(tracking: Tracking, name: str, params: PromoteParams) -> HandMove | None:
