@@ -67,21 +67,22 @@ def terminal_screen(repo: Path, command: str, columns: int = 120) -> str:
     """What a ``columns``-wide terminal shows for ``command``: a real tmux pane, DVC's own pager (less)."""
     if not shutil.which("tmux") or not shutil.which("less"):
         pytest.skip("tmux and less are needed to look at a terminal (Debian packages tmux, less)")
-    session = f"loraops-{os.getpid()}"
+    tmux = ["tmux", "-L", f"loraops-test-{os.getpid()}"]  # a server of its own, whatever else runs tmux
     env_path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(columns), "-y", "50",
-                    f"cd {repo} && PATH={env_path} COLUMNS={columns} {command}; sleep 60"], check=True)
+    subprocess.run([*tmux, "new-session", "-d", "-s", "dvc", "-x", str(columns), "-y", "50",
+                    f"cd {repo} && PATH={env_path} COLUMNS={columns} DVC_PAGER=less {command}; sleep 60"],
+                   check=True)
     try:
         screen, deadline = "", time.monotonic() + 60
         while time.monotonic() < deadline:
             time.sleep(1)
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "dvc"], capture_output=True,
                                     text=True).stdout
             if "(END)" in screen or "Experiment" in screen and screen.count("\n") > 5 and "workspace" in screen:
                 break
         return screen
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 def test_headline_metrics_read_at_a_glance_in_dvc_at_120_columns(repo):
