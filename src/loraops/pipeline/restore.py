@@ -1,9 +1,10 @@
 """``loraops restore``: a registered version's dataset, prepared splits and adapter, back from DVC.
 
 The one restore path: the version's lineage (``dvc.NAME.path`` / ``dvc.NAME.md5`` in ``lineage.json`` on its
-run, or in the tags of versions registered before it, see :mod:`loraops.registry.lineage`) become ``.dvc`` pointers in a staging folder, ``dvc pull`` fills them from
-the remote (or ``dvc checkout`` from the cache when no remote is configured), and each output then replaces
-the project's copy at its recorded path. ``dvc.lock`` is left as it is.
+run, or in the tags of versions registered before it, see :mod:`loraops.registry.lineage`) becomes ``.dvc``
+pointers in a staging folder, ``dvc pull`` fills them from the remote (or ``dvc checkout`` from the cache when
+no remote is configured), and each output then replaces the project's copy at its recorded path. ``dvc.lock``
+is left as it is.
 """
 
 from __future__ import annotations
