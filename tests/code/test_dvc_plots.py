@@ -39,7 +39,7 @@ def test_comparison_and_search_off_plots_render_through_dvc(tmp_path):
     adapter = next(r for r in rows if r["model"] == "adapter" and r["metric"] == "accuracy")
     assert (adapter["value"], adapter["low"], adapter["high"]) == ("0.8", "0.72", "0.88")
     layers = spec["spec"]["layer"]
-    assert [layer["mark"]["type"] for layer in layers] == ["bar", "rule"]  # bars and their intervals
+    assert [layer["mark"]["type"] for layer in layers] == ["bar", "errorbar"]  # bars and their intervals
     assert layers[1]["encoding"]["y"]["field"] == "low" and layers[1]["encoding"]["y2"]["field"] == "high"
     assert layers[0]["encoding"]["y"]["scale"]["domain"] == [0, 1]  # one axis for both metrics, every model
 

@@ -18,7 +18,7 @@ COLUMNS = ["number", "state", "r", "alpha", "target_modules", "learning_rate", "
            "metric", "steps", "pareto"]
 # The plots' templates (.dvc/plots/search_*.json) print a row's note instead of drawing an empty chart.
 PLOT_COLUMNS = [*COLUMNS, "note"]
-SEARCH_OFF = "search off (search.enabled: false): train used train.lora and train.learning_rate"
+SEARCH_OFF = "search off (search.enabled: false)"
 
 
 def rows(results: list[TrialResult]) -> list[dict]:
