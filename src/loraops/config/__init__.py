@@ -4,9 +4,9 @@ from loraops.config.params import (BUILTIN_BASE_MODEL, PROMOTION_GATES, TARGET_M
                                    DataParams, EvalParams, LoraParams, ModelParams, Params, PrepareParams,
                                    PromoteParams, RegistryParams, SearchParams, TrainParams, ValidateParams,
                                    apply_overrides, flatten, load_params, params_digest, parse_params,
-                                   tracking_params)
+                                   portable, tracking_params)
 
 __all__ = ["BUILTIN_BASE_MODEL", "PROMOTION_GATES", "TARGET_MODULE_SETS", "BaselineParams", "DataParams",
            "EvalParams", "LoraParams", "ModelParams", "Params", "PrepareParams", "PromoteParams", "RegistryParams",
            "SearchParams", "TrainParams", "ValidateParams", "apply_overrides", "flatten", "load_params",
-           "params_digest", "parse_params", "tracking_params"]
+           "params_digest", "parse_params", "portable", "tracking_params"]

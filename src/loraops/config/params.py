@@ -379,13 +379,17 @@ def tracking_params(params: Params, root: Path) -> dict[str, str]:
     out = {}
     for key, value in flatten(params).items():
         if isinstance(value, str):
-            out[key] = _portable_path(value, root)
+            out[key] = portable(value, root)
         else:
             out[key] = json.dumps(value, ensure_ascii=False)
     return out
 
 
-def _portable_path(value: str, root: Path) -> str:
+def portable(value: str, root: Path) -> str:
+    """``value`` as MLflow may show it: a path relative to the project (``local:NAME`` outside it), a
+    ``sqlite:///`` URL with that path, any other URL without its password."""
+    if value.startswith("sqlite:///"):
+        return "sqlite:///" + portable(value.removeprefix("sqlite:///"), root)
     if "://" in value:  # a storage URL: never its password
         from loraops.core.tracking import redact_url
 

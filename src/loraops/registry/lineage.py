@@ -118,7 +118,8 @@ def version_tags(outputs: dict[str, str], evaluation: EvaluationSummary, base: d
     adapter = evaluation.model("adapter")
     if adapter is not None and adapter.retention_drop is not None:
         tags["adapter.retention_drop"] = f"{adapter.retention_drop:.4f}"
-    tags.update({"base_model.id": str(base.get("id")), "base_model.sha256": str(base.get("content_sha256")),
+    tags.update({"base_model.id": str(base.get("id")),
+                 "base_model.sha256": str(base.get("content_sha256") or "unknown"),
                  "dataset.md5": outputs["dvc.dataset.md5"], "test_set.sha256": evaluation.test_set_sha256,
                  "git.commit": git.get("git.commit", "none")})
     return tags
@@ -159,6 +160,7 @@ def pointer_tags(lineage: dict[str, Any]) -> dict[str, str]:
 
 def base_model_tags(info: dict[str, Any]) -> dict[str, str]:
     """The base the adapter was trained on: its id, revision, licence and content hash (``base_model.sha256``)."""
-    tags = {f"base_model.{k}": str(info.get(k)) for k in ("id", "revision", "licence")}
-    tags["base_model.sha256"] = str(info.get("content_sha256"))
+    tags = {f"base_model.{k}": str(info[k]) for k in ("id", "revision", "licence") if info.get(k) is not None}
+    if info.get("content_sha256"):
+        tags["base_model.sha256"] = str(info["content_sha256"])
     return tags
