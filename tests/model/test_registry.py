@@ -86,6 +86,7 @@ def test_one_child_run_per_model_with_the_same_metric_names(finished_project):
     assert {"train_loss_mean", "val_loss_final"} <= set(adapter)
     assert [m.step for m in client.get_metric_history(kids["adapter"].info.run_id, "train_loss")] == [1, 2, 3, 4]
     # Search trials stay nested under the search's run.
+    assert kids["search"].data.tags["search.storage"] == "sqlite:///.loraops/search/optuna.db"  # no machine path
     trials = children(client, kids["search"])
     assert len(trials) == 2 and all(t.data.tags["loraops.stage"] == "search.trial" for t in trials.values())
 
