@@ -60,18 +60,22 @@ def comparison_png(rows: list[dict], target: Path, title: str, confidence: float
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for k, metric in enumerate(metrics):
-        xs, heights, errors = [], [], [[], []]
+        xs, heights, whiskers = [], [], []
         for i, model in enumerate(models):
             row = next((r for r in rows if r["model"] == model and r["metric"] == metric), None)
             if row is None:
                 continue
             xs.append(i + (k - (len(metrics) - 1) / 2) * width)
             heights.append(row["value"])
-            has = row["low"] is not None and row["high"] is not None
-            errors[0].append(row["value"] - row["low"] if has else 0.0)
-            errors[1].append(row["high"] - row["value"] if has else 0.0)
-        bars = ax.bar(xs, heights, width * 0.92, yerr=errors, capsize=4, label=metric, color=colours[k % 4])
-        ax.bar_label(bars, labels=[f"{h:.2f}" for h in heights], padding=2, fontsize=8)
+            if row["low"] is not None and row["high"] is not None:  # no interval: no whisker
+                whiskers.append((xs[-1], row["value"], row["value"] - row["low"], row["high"] - row["value"]))
+        ax.bar(xs, heights, width * 0.92, label=metric, color=colours[k % 4])
+        tops = {x: y + above for x, y, _, above in whiskers}
+        for x, h in zip(xs, heights):  # the value above the bar, or above its whisker
+            ax.text(x, tops.get(x, h) + 0.015, f"{h:.2f}", ha="center", va="bottom", fontsize=8)
+        if whiskers:
+            x, y, below, above = zip(*whiskers)
+            ax.errorbar(x, y, yerr=[below, above], fmt="none", ecolor="black", capsize=4)
     ax.set_xticks(range(len(models)), models)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel(f"share of items right ({round(confidence * 100)} % interval)")
