@@ -117,7 +117,8 @@ def test_registered_version_is_readable_and_linked_to_its_logged_model(finished_
     assert float(version.tags["adapter.accuracy"].split()[0]) == pytest.approx(
         results["evaluate"]["models"]["adapter"]["accuracy"], abs=1e-4)
     assert "| gate | outcome | why |" in version.description and "| base |" in version.description
-    logged = client.get_logged_model(version.model_id)
+    # The version's source is its logged model (models:/m-...); MLflow leaves version.model_id empty.
+    logged = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": reg["model_name"],
                                                                 "version": str(reg["version"])}]
     assert "accuracy" in {m.key for m in logged.metrics}  # the adapter's scores, on the Models tab too
