@@ -27,7 +27,13 @@ def request_texts(model_input: Any) -> list[str]:
         if "text" not in model_input:
             raise ValueError("input needs a 'text' column")
         column = model_input["text"]
-        return [column] if isinstance(column, str) else [str(t) for t in column]
+        if isinstance(column, str):
+            return [column]
+        values = list(column)
+        # MLflow's schema check turns {"text": [a, b]} into one row whose cell is the list [a, b].
+        if len(values) == 1 and not isinstance(values[0], str) and hasattr(values[0], "__iter__"):
+            values = list(values[0])
+        return [str(t) for t in values]
     return [str(t) for t in model_input]
 
 
