@@ -42,7 +42,7 @@ def state(client, name: str) -> dict:
     except Exception:  # noqa: BLE001
         lock = False
     return {"versions": {n: {"complete": v.tags.get(REGISTRATION_TAG) == "complete",
-                             "decision": v.tags.get("promotion.decision")} for n, v in versions.items()},
+                             "decision": v.tags.get("decision")} for n, v in versions.items()},
             "aliases": aliases, "lock": lock,
             "replaced": versions[aliases["champion"]].tags.get("promotion.replaced") if "champion" in aliases else None}
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_image_artifact, create_link_artifact, create_markdown_artifact,
+                               create_table_artifact)
 from prefect.cache_policies import NONE
 
 from loraops import search
 from loraops.config import Params, load_params
 from loraops.core import Layout
 from loraops.core.process import project_lock
-from loraops.pipeline import PIPELINE, dvc, preflight, run_stage
+from loraops.pipeline import PIPELINE, dvc, open_pipeline_run, preflight, run_stage
 
 
 @task(cache_policy=NONE)
@@ -64,6 +65,24 @@ def record_in_dvc_lock(root: str) -> bool:
     return True
 
 
+@task(cache_policy=NONE)
+def open_run(params: Params, root: str) -> str:
+    """The pipeline's MLflow run, opened now so that its duration is the flow's (register closes it)."""
+    return open_pipeline_run(params, Layout(Path(root)))
+
+
+def show_comparison(layout: Layout) -> None:
+    """The comparison picture (base, adapter, full fine-tune; headline metric and retention on one axis)."""
+    import base64
+
+    png = layout.comparison_png
+    if png.is_file():
+        create_image_artifact(image_url="data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
+                              key="model-comparison",
+                              description="base vs adapter vs full fine-tune: headline metric and retention, "
+                                          "with intervals, on one axis")
+
+
 def link_data_docs(layout: Layout) -> None:
     index = layout.validation_docs / "index.html"
     if index.is_file():
@@ -87,6 +106,8 @@ def pipeline(root: str = ".", overrides: list[str] | None = None, params_file: s
 
 def _run_pipeline(layout: Layout, params: Params, source: Path, overrides: list[str]) -> dict:
     preflight(params, layout)
+    run_id = open_run(params, str(layout.root))
+    get_run_logger().info("MLflow run %s (the whole pipeline; see `loraops ui`)", run_id)
     results = {}
     for name in PIPELINE:
         try:
@@ -97,6 +118,8 @@ def _run_pipeline(layout: Layout, params: Params, source: Path, overrides: list[
         finally:
             if name == "validate":  # pass or fail, the Data Docs say why
                 link_data_docs(layout)
+            if name == "evaluate" and name in results:
+                show_comparison(layout)
     if overrides or source != layout.params_file:
         get_run_logger().info("params from %s%s: dvc.lock left as it is (it describes params.yaml)", source.name,
                               " with -S overrides" if overrides else "")

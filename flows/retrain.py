@@ -24,7 +24,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows.pipeline import link_data_docs, stage_task
+from flows.pipeline import link_data_docs, open_run, show_comparison, stage_task
 from loraops.config import Params, load_params
 from loraops.core import ConfigError, Layout, LoraopsError
 from loraops.core.process import project_lock
@@ -115,6 +115,7 @@ def _retrain(layout: Layout, force: bool) -> dict:
     snapshot = dvc.Snapshot.take(layout.root)
     registered = None
     try:
+        open_run(params, root_s)
         results = {}
         for name in PIPELINE:
             if name == REGISTER_STAGE:
@@ -124,6 +125,8 @@ def _retrain(layout: Layout, force: bool) -> dict:
             finally:
                 if name == "validate":
                     link_data_docs(layout)
+                if name == "evaluate" and name in results:
+                    show_comparison(layout)
         commit_outputs(root_s, [s for s in PIPELINE if s != REGISTER_STAGE])
         remote = push_outputs(root_s)
         registered = register_version(params, root_s)

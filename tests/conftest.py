@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.projects import new_project
+from tests.helpers.projects import new_project, run_stages
 from tests.helpers.tiny_model import build_tiny_model
 
 for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -37,3 +37,13 @@ def tiny_base(tmp_path_factory) -> Path:
 def tiny_project(tmp_path, tiny_base) -> Path:
     """A bare project folder (params.yaml + evals/) using the tiny base model."""
     return new_project(tmp_path / "project", tiny_base).root
+
+
+@pytest.fixture(scope="session")
+def finished_project(tmp_path_factory, tiny_base):
+    """One project whose whole DAG ran in-process on the tiny model (search on): (layout, stage results).
+    Shared by the tests that only read what a finished run left (the MLflow record, the UI)."""
+    from loraops.pipeline import PIPELINE
+
+    layout = new_project(tmp_path_factory.mktemp("finished") / "project", tiny_base)
+    return layout, run_stages(layout, *PIPELINE)

@@ -1,11 +1,13 @@
 """The whole DAG through `dvc repro` in a copy of this repository, on the tiny model and a small dataset."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,12 +51,60 @@ def test_repro_runs_every_stage_in_order_and_registers(repo):
     assert dataset_out["path"] == "data/raw/dataset.jsonl" and len(dataset_out["md5"]) == 32
     assert (repo / "metrics" / "registration.json").is_file()
     assert (repo / "mlflow.db").is_file()
-    # The search ran (tiny settings) and the registered run links to its MLflow parent run.
+    # The search ran (tiny settings); its MLflow run is nested in the pipeline run, which lasted the whole repro
+    # although every stage ran in its own process.
     import json, mlflow
     choice = json.loads((repo / "models" / "search" / "chosen.json").read_text())
     run_id = json.loads((repo / "metrics" / "registration.json").read_text())["run_id"]
-    tags = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").get_run(run_id).data.tags
-    assert choice["source"] == "search" and tags["search.run_id"] == choice["mlflow_run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert choice["source"] == "search" and run.data.tags["search.run_id"] == choice["mlflow_run_id"]
+    assert client.get_run(choice["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == run_id
+    assert run.info.start_time <= (repo / "data" / "raw" / "dataset.jsonl").stat().st_mtime * 1000
+
+
+def terminal_screen(repo: Path, command: str, columns: int = 120) -> str:
+    """What a ``columns``-wide terminal shows for ``command``: a real tmux pane, DVC's own pager (less)."""
+    if not shutil.which("tmux") or not shutil.which("less"):
+        pytest.skip("tmux and less are needed to look at a terminal (Debian packages tmux, less)")
+    tmux = ["tmux", "-L", f"loraops-test-{os.getpid()}"]  # a server of its own, whatever else runs tmux
+    env_path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    subprocess.run([*tmux, "new-session", "-d", "-s", "dvc", "-x", str(columns), "-y", "50",
+                    f"cd {repo} && PATH={env_path} COLUMNS={columns} DVC_PAGER=less {command}; sleep 60"],
+                   check=True)
+    try:
+        screen, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "dvc"], capture_output=True,
+                                    text=True).stdout
+            if "(END)" in screen or "Experiment" in screen and screen.count("\n") > 5 and "workspace" in screen:
+                break
+        return screen
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_headline_metrics_read_at_a_glance_in_dvc_at_120_columns(repo):
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert len(summary) >= 10 and summary["decision"] in ("champion", "challenger")
+    # dvc metrics show: one file, a dozen keys, one line that fits.
+    shown = dvc(repo, "metrics", "show").splitlines()
+    table = [line for line in shown if line.strip()]
+    assert table[0].split()[0] == "Path" and "metrics/summary.json" in table[1]
+    assert max(len(line.rstrip()) for line in table) <= 120, shown
+    assert "metrics/eval.json" not in "\n".join(shown)  # the detailed records are no DVC metrics any more
+    # dvc exp show, as a 120-column terminal shows it (DVC pipes it to less -S): the headline metrics whole.
+    screen = terminal_screen(repo, "dvc exp show")
+    lines = screen.splitlines()
+    header = next(line for line in lines if "Experiment" in line)
+    row = next(line for line in lines if line.strip().startswith("workspace"))
+    headline = ["decision", "adapter", "base", "full", "ci_low", "ci_high", "ret_drop"]
+    cells = row.split()
+    assert header.split()[2:2 + len(headline)] == headline, screen
+    assert cells[2] == summary["decision"] and "…" not in " ".join(cells[:2 + len(headline)]), screen
+    for key in ("adapter", "base", "full"):
+        assert float(cells[2 + headline.index(key)]) == pytest.approx(summary[key]), (key, screen)
 
 
 def test_second_repro_runs_nothing(repo):

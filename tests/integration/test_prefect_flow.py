@@ -39,6 +39,11 @@ def test_loraops_run_completes_the_dag_and_registers(tiny_project):
     run = client.get_run(versions[0].run_id)
     assert run.data.params["train.max_steps"] == "3"  # the command-line override reached the run
     assert run.info.status == "FINISHED"
+    # The flow opened the run before the first stage wrote anything; register closed it.
+    layout = Layout(tiny_project)
+    assert run.info.start_time <= (layout.base_model_dir / "config.json").stat().st_mtime * 1000
+    assert run.info.end_time >= layout.summary_metrics.stat().st_mtime * 1000 - 1000
+    assert layout.comparison_png.is_file()  # the picture the flow shows as its model-comparison artifact
 
 
 def test_dvc_repro_after_loraops_run_has_nothing_to_do(tmp_path, tiny_base):

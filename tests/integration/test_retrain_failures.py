@@ -111,7 +111,7 @@ def test_a_failure_after_promotion_keeps_the_new_champion_and_says_so(repo, retr
     assert state.is_failed()
     client = mlflow.MlflowClient(tracking_uri=Layout(repo).tracking_uri())
     (version,) = client.search_model_versions("name = 'tiny-intent'")
-    assert version.tags["promotion.decision"] == "champion"
+    assert version.tags["decision"] == "champion"
     assert str(client.get_registered_model("tiny-intent").aliases["champion"]) == str(version.version)
     assert version.tags["loraops.registration"] == "complete"
     assert "tracking server went away" in version.tags[retrain_record.FAILED_AFTER_REGISTRATION_TAG]

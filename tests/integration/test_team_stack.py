@@ -16,7 +16,10 @@ import time
 import mlflow
 import pytest
 
+from loraops.core import Layout
+from loraops.registry import version_lineage
 from tests.helpers.projects import loraops_cmd
+from tests.helpers.registry import tracking_for
 from tests.helpers.team_stack import LocalStack, committed_project, trigger
 
 pytestmark = pytest.mark.integration
@@ -96,8 +99,10 @@ def test_scheduled_retrain_trains_once_then_skips_and_restores(tmp_path, tiny_ba
         run = mlflow_client.get_run(version.run_id)
         assert run.data.tags["loraops.retrain"] == "succeeded"
         assert run.data.tags["prefect.flow_run_id"] == str(first.id)
-        adapter_md5 = version.tags["dvc.adapter.md5"]  # a folder: the .dir listing object
-        dataset_md5 = version.tags["dvc.dataset.md5"]
+        lineage = version_lineage(tracking_for(Layout(tmp_path), stack.tracking_uri), version)  # lineage.json
+        adapter_md5 = lineage["dvc.adapter.md5"]  # a folder: the .dir listing object
+        dataset_md5 = lineage["dvc.dataset.md5"]
+        assert version.tags["dataset.md5"] == dataset_md5
         # The remote holds the dataset and the adapter (DVC 3 layout: files/md5/ab/cdef...).
         for md5 in (adapter_md5, dataset_md5):
             assert (stack.remote / "files" / "md5" / md5[:2] / md5[2:]).is_file(), md5

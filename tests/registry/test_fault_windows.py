@@ -38,7 +38,7 @@ def assert_consistent(client, name, *, repaired: bool) -> dict[str, str]:
     assert "champion" in now
     if repaired:
         assert all(v.tags.get(REGISTRATION_TAG) == "complete" for v in versions.values()), versions
-        assert not [v for v in versions.values() if v.tags.get("promotion.decision") == "promoting"]
+        assert not [v for v in versions.values() if v.tags.get("decision") == "promoting"]
         assert now.get("previous") == versions[now["champion"]].tags.get("promotion.replaced")
         with pytest.raises(Exception):
             client.get_registered_model(lock_name(name))
@@ -124,7 +124,7 @@ def test_a_live_promoter_whose_lease_expires_stops_before_writing(trained_projec
     assert "promotion lock was lost" in err and "stopped without writing it" in err, err
     final = aliases(client, name)
     assert final["champion"] == held[1]  # A never wrote over B's promotion
-    assert client.get_model_version(name, held[0]).tags["promotion.decision"] == INTERRUPTED_DECISION
+    assert client.get_model_version(name, held[0]).tags["decision"] == INTERRUPTED_DECISION
     assert_consistent(client, name, repaired=True)
 
 

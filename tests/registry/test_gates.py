@@ -6,7 +6,7 @@ import pytest
 from loraops.config import PROMOTION_GATES, PromoteParams, load_params
 from loraops.core import ConfigError
 from loraops.evaluation import EvaluationSummary
-from loraops.registry.gates import ChampionScore, describe, evaluate_gates, gate_tags, passed
+from loraops.registry.gates import ChampionScore, describe, evaluate_gates, parse_summary, passed, summarise
 from loraops.validation import ValidationSummary
 from tests.helpers.registry import evaluation
 
@@ -92,12 +92,18 @@ def test_full_fine_tune_that_gained_nothing_leaves_nothing_to_recover():
     assert outcomes_by_name(flat)["recovers_full_gain"].status == "pass"
 
 
-def test_outcomes_become_tags_and_a_readable_description():
+def test_outcomes_become_one_short_tag_and_a_readable_description():
     outcomes = evaluate_gates(EvaluationSummary.model_validate(evaluation(retention_drop=0.3)), OK_VALIDATION,
                               PARAMS, None)
-    tags = gate_tags(outcomes)
-    assert tags["gate.retention"] == "fail" and "0.3000 > 0.0500" in tags["gate.retention.reason"]
-    assert "| retention | fail |" in describe(outcomes, "challenger")
+    assert summarise(outcomes) == "fail: retention"
+    assert parse_summary(summarise(outcomes)) == {**dict.fromkeys(PROMOTION_GATES, "pass"), "retention": "fail"}
+    text = describe(outcomes, "challenger")
+    assert "| retention | fail | retention drop 0.3000 > 0.0500 |" in text  # the reason lives in the table
+    skipped = [o if o.name != "recovers_full_gain" else type(o)(o.name, "skipped", "optional") for o in outcomes]
+    assert summarise(skipped) == "fail: retention; skipped: recovers_full_gain"
+    assert parse_summary(summarise(skipped))["recovers_full_gain"] == "skipped"
+    assert summarise([o for o in outcomes if o.name != "retention"]) == "all pass"
+    assert parse_summary(None) == {}
 
 
 def test_unknown_optional_gate_is_a_config_error(tmp_path):

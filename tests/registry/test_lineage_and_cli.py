@@ -1,4 +1,5 @@
-"""Lineage: from a champion's tags alone DVC restores the exact dataset and adapter. And the registry
+"""Lineage: from a champion's recorded lineage alone (lineage.json on its run) DVC restores the exact dataset
+and adapter. And the registry
 commands of the CLI (models, promote, --force --reason, rollback, predict) on the project's SQLite store."""
 
 import json
@@ -13,9 +14,9 @@ from typer.testing import CliRunner
 from loraops.cli import app
 from loraops.core import Layout, read_json
 from loraops.core.hashing import dvc_md5
-from loraops.registry import restore_pointers
+from loraops.registry import restore_pointers, version_lineage
 from tests.helpers.projects import dvc
-from tests.helpers.registry import client_for, evaluation, register
+from tests.helpers.registry import client_for, evaluation, register, tracking_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +27,23 @@ def files(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_champion_tags_alone_let_dvc_restore_the_exact_dataset_and_adapter(trained_project, tmp_path,
-                                                                           monkeypatch):
+def test_champion_lineage_alone_lets_dvc_restore_the_exact_dataset_and_adapter(trained_project, tmp_path,
+                                                                              monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     layout = trained_project
     assert register(layout, "lineage", evaluation())["decision"] == "champion"
     # What `loraops run` does after the flow (and `dvc repro` after each stage): record outputs in dvc.lock.
     dvc(layout.root, "commit", "--force", "ingest", "prepare", "search", "train")
-    tags = client_for(layout.local_tracking_uri()).get_model_version_by_alias("lineage", "champion").tags
+    champion = client_for(layout.local_tracking_uri()).get_model_version_by_alias("lineage", "champion")
+    tags = version_lineage(tracking_for(layout, layout.local_tracking_uri()), champion)
+    assert champion.tags["dataset.md5"] == tags["dvc.dataset.md5"]  # the one hash also on the version itself
     lock = {o["path"]: o["md5"] for stage in yaml.safe_load((layout.root / "dvc.lock").read_text())["stages"].values()
             for o in stage.get("outs", [])}
     for name in ("dataset", "prepared", "adapter"):
         assert tags[f"dvc.{name}.md5"] == lock[tags[f"dvc.{name}.path"]], name  # the hash dvc.lock records
     dvc(layout.root, "push", "ingest", "prepare", "search", "train")
 
-    # A fresh DVC repository that knows only the remote and the champion's tags.
+    # A fresh DVC repository that knows only the remote and the champion's lineage.
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=fresh, check=True)
@@ -87,8 +90,8 @@ def test_registry_commands(trained_project, monkeypatch):
     assert forced.exit_code == 0, forced.output
     tags = client.get_model_version("tiny-intent", str(held)).tags
     assert tags["promotion.forced_by"] == "alice" and tags["promotion.forced_reason"] == "hotfix for ticket 12"
-    assert tags["promotion.forced_at"] and tags["promotion.decision"] == "champion (forced)"
-    assert tags["gate.beats_base"] == "fail"  # the override is recorded next to the gate it overrode
+    assert tags["promotion.forced_at"] and tags["decision"] == "champion (forced)"
+    assert tags["gates"] == "fail: beats_base"  # the override is recorded next to the gate it overrode
     assert client.get_registered_model("tiny-intent").aliases["champion"] == held
 
     answered = runner.invoke(app, ["predict", "where is my parcel", "I want a refund", *params])

@@ -131,6 +131,7 @@ def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_ve
     assert_registry_intact(client, name)
     assert aliases(client, name)["champion"] == str(first["version"])
     killed_run = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                                    filter_string="tags.`loraops.stage` = 'pipeline'",
                                     order_by=["attributes.start_time DESC"], max_results=1)[0]
     leftovers = client.search_model_versions(f"name='{name}' and run_id='{killed_run.info.run_id}'")
     assert all(v.tags["loraops.registration"] == "complete" for v in leftovers), (leftovers, repaired)

@@ -1,7 +1,8 @@
 """``loraops models | promote | rollback | predict | restore``: the registry from the command line.
 
 They use the project's MLflow store (or ``MLFLOW_TRACKING_URI``) and the registered model named by
-``registry.model_name`` (so ``-S registry.model_name=X`` reaches any model).
+``registry.model_name`` (so ``-S registry.model_name=X`` reaches any model). Each first checks whether
+``champion`` was moved outside loraops and handles it (:mod:`loraops.registry.hand_moves`), printing one line.
 """
 
 from __future__ import annotations
@@ -13,11 +14,21 @@ from typing import Optional
 import typer
 
 from loraops.cli.app import ParamsOption, SetOption, app, fails_cleanly, project
-from loraops.config import PROMOTION_GATES
-from loraops.core import ConfigError, RegistryError
-from loraops.core.tracking import connect
+from loraops.config import PROMOTION_GATES, Params
+from loraops.core import ConfigError, Layout, RegistryError
+from loraops.core.tracking import Tracking, connect
 from loraops.pipeline import restore_version
-from loraops.registry import champion_uri, promote as run_promotion, rollback as run_rollback, version_rows
+from loraops.registry import champion_uri, check_champion, promote as run_promotion, rollback as run_rollback, \
+    version_rows
+
+
+def registry(params: Params, layout: Layout) -> Tracking:
+    """The connection a registry command uses, after the hand-move check (its line goes to stderr)."""
+    tracking = connect(layout, params.registry)
+    moved = check_champion(tracking, params.registry.model_name, params.promote)
+    if moved is not None:
+        typer.echo(moved.line, err=True)
+    return tracking
 
 
 @app.command()
@@ -26,7 +37,7 @@ def models(params_file: Path = ParamsOption, overrides: Optional[list[str]] = Se
     """List the registered versions with key metrics, aliases and gate outcomes."""
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        rows = version_rows(connect(layout, params.registry), params.registry.model_name)
+        rows = version_rows(registry(params, layout), params.registry.model_name)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -53,7 +64,7 @@ def promote(version: int = typer.Argument(..., help="The version to promote."),
         if force and not (reason and reason.strip()):
             raise RegistryError("--force needs --reason TEXT (it is recorded on the version)")
         params, layout = project(params_file, overrides)
-        result = run_promotion(connect(layout, params.registry), params.registry.model_name, str(version),
+        result = run_promotion(registry(params, layout), params.registry.model_name, str(version),
                                params.promote, force_reason=reason.strip() if force and reason else None)
     for gate, status in result["gates"].items():
         typer.echo(f"  {gate:<26} {status}")
@@ -67,7 +78,7 @@ def rollback(params_file: Path = ParamsOption, overrides: Optional[list[str]] = 
     """Move champion back to the previous champion."""
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        result = run_rollback(connect(layout, params.registry), params.registry.model_name, params.promote)
+        result = run_rollback(registry(params, layout), params.registry.model_name, params.promote)
     typer.echo(f"champion is version {result['champion']} again (version {result['rolled_back']} rolled back)")
 
 
@@ -80,7 +91,7 @@ def predict(text: list[str] = typer.Argument(..., help="One or more texts to cla
 
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        tracking = connect(layout, params.registry)
+        tracking = registry(params, layout)
         if champion_uri(tracking, params.registry.model_name) is None:
             raise RegistryError(f"{params.registry.model_name} has no champion yet (see `loraops models`)")
         answers = load_verified(tracking, params.registry.model_name, "champion").predict({"text": list(text)})

@@ -287,6 +287,10 @@ class PromoteParams(_Group):
     optional_gates: list[str] = Field(default_factory=list)
     # A promotion holds a lock in the registry; a lock older than this is taken to be from a dead run.
     lock_ttl_seconds: float = Field(120.0, gt=0)
+    # ``champion`` moved outside loraops (the MLflow UI's alias editor, a client): the next loraops command
+    # that touches the registry runs the gates for that version and records the move; ``revert`` also moves
+    # champion back to the version loraops last made champion (see loraops.registry.hand_moves).
+    hand_moves: Literal["record", "revert"] = "record"
 
     @field_validator("optional_gates")
     @classmethod
@@ -389,6 +393,39 @@ def flatten(params: Params) -> dict[str, Any]:
 
     walk("", params.model_dump())
     return out
+
+
+def tracking_params(params: Params, root: Path) -> dict[str, str]:
+    """:func:`flatten` as MLflow params: values as they read in params.yaml (``null``, ``true``, ``[1, 2]``),
+    never Python's ``None``/``False``; a path that names this machine is shown relative to the project, or as
+    ``local:NAME`` when it is outside it, like the base model's id (``base_model.id``); a URL loses its password."""
+    import json
+
+    out = {}
+    for key, value in flatten(params).items():
+        if isinstance(value, str):
+            out[key] = portable(value, root)
+        else:
+            out[key] = json.dumps(value, ensure_ascii=False)
+    return out
+
+
+def portable(value: str, root: Path) -> str:
+    """``value`` as MLflow may show it: a path relative to the project (``local:NAME`` outside it), a
+    ``sqlite:///`` URL with that path, any other URL without its password."""
+    if value.startswith("sqlite:///"):
+        return "sqlite:///" + portable(value.removeprefix("sqlite:///"), root)
+    if "://" in value:  # a storage URL: never its password
+        from loraops.core.tracking import redact_url
+
+        return redact_url(value)
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return f"local:{path.name}"
 
 
 def params_digest(params: Params) -> str:

@@ -114,6 +114,20 @@ class Layout:
         return self.root / "plots" / "confusion.csv"
 
     @property
+    def comparison_plot(self) -> Path:
+        """Headline metric and retention of every evaluated model with intervals (a DVC plot)."""
+        return self.root / "plots" / "comparison.csv"
+
+    @property
+    def comparison_png(self) -> Path:
+        return self.root / "reports" / "eval" / "comparison.png"
+
+    @property
+    def summary_metrics(self) -> Path:
+        """The dozen headline numbers of a run, decision included: the DVC metrics file."""
+        return self.root / "metrics" / "summary.json"
+
+    @property
     def predictions(self) -> Path:
         return self.root / "data" / "eval" / "predictions.jsonl"
 

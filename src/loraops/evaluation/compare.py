@@ -19,6 +19,7 @@ from loraops.core import Layout, atomic_dir, atomic_write_text, read_json, requi
 from loraops.core.hashing import HashMemo
 from loraops.data import load_splits
 from loraops.evaluation.cache import BaseEvalCache, rows_sha256
+from loraops.evaluation.comparison import comparison_png, comparison_rows, write_comparison_csv
 from loraops.evaluation.evaluator import run_model
 from loraops.evaluation.metrics import normalise_answer
 from loraops.evaluation.records import EvaluationSummary, Interval, ModelScores
@@ -140,9 +141,13 @@ def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> Evaluati
     intervals, differences = uncertainty(runs, ep, labels)
     models: dict[str, ModelScores] = {}
     base_retention = runs.get("base", {}).get("metrics", {}).get("retention")
+    boot = {"samples": ep.bootstrap_samples, "confidence": ep.confidence, "seed": ep.bootstrap_seed}
     for name, run in runs.items():
         scores = {k: v for k, v in run["metrics"].items() if k != "per_label"}
         scores.update({f"{headline}_low": intervals[name]["low"], f"{headline}_high": intervals[name]["high"]})
+        if run["retention_items"]:
+            kept = mean_interval([float(i["retained"]) for i in run["retention_items"]], **boot)
+            scores.update(retention_low=kept["low"], retention_high=kept["high"])
         if "retention" in scores and base_retention is not None:
             scores["retention_drop"] = base_retention - scores["retention"]
         if name == "base":
@@ -158,18 +163,22 @@ def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> Evaluati
     per_label = {name: run["metrics"]["per_label"] for name, run in runs.items() if "per_label" in run["metrics"]}
     confusion = confusion_rows(runs["adapter"]["items"], labels) if ep.task == "label" else []
     facts = training_facts(layout)
+    comparison = comparison_rows(summary)
     with atomic_dir(layout.eval_report.parent) as staging:
         write_json(staging / "per_label.json", per_label)
         write_jsonl(staging / "retention.jsonl", [{"model": name, **item} for name, run in runs.items()
                                                   for item in run["retention_items"]])
         if confusion:
             confusion_png(confusion, staging / "confusion.png", "adapter: confusion matrix (test split)")
+        comparison_png(comparison, staging / layout.comparison_png.name,
+                       f"{headline} ({len(rows)} test items) and retention, same axis", ep.confidence)
         atomic_write_text(staging / layout.eval_report.name, render_report(summary, per_label, facts, ep))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["actual", "predicted"])
     writer.writeheader()
     writer.writerows(confusion)
     atomic_write_text(layout.confusion_plot, buffer.getvalue())
+    write_comparison_csv(comparison, layout.comparison_plot)
     write_jsonl(layout.predictions, [{"model": name, **item} for name, run in runs.items() for item in run["items"]])
     summary.write(layout.eval_metrics)
     return summary

@@ -33,6 +33,8 @@ class ModelScores(Record):
     perplexity: float | None = None
     answer_nll_per_token: float | None = None
     retention: float | None = None  # share of the retention set answered right
+    retention_low: float | None = None  # bootstrap interval of retention over the retention items
+    retention_high: float | None = None
     retention_drop: float | None = None  # base retention minus this model's (positive: forgotten)
     cached: bool | None = None  # the base model's scores came from the evaluation cache
 

@@ -3,7 +3,7 @@ record, its fingerprint, the DVC command line, and restoring a registered versio
 
 from loraops.pipeline.fingerprint import Fingerprint, retrain_fingerprint
 from loraops.pipeline.restore import find_version, restore_version
-from loraops.pipeline.stages import PIPELINE, STAGES, preflight, run_stage
+from loraops.pipeline.stages import PIPELINE, STAGES, open_pipeline_run, preflight, run_stage
 
-__all__ = ["PIPELINE", "STAGES", "Fingerprint", "find_version", "preflight", "restore_version", "retrain_fingerprint",
-           "run_stage"]
+__all__ = ["PIPELINE", "STAGES", "Fingerprint", "find_version", "open_pipeline_run", "preflight", "restore_version",
+           "retrain_fingerprint", "run_stage"]

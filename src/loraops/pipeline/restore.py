@@ -1,9 +1,10 @@
 """``loraops restore``: a registered version's dataset, prepared splits and adapter, back from DVC.
 
-The one restore path: the version's lineage tags (``dvc.NAME.path`` / ``dvc.NAME.md5``, see
-:mod:`loraops.registry.lineage`) become ``.dvc`` pointers in a staging folder, ``dvc pull`` fills them from
-the remote (or ``dvc checkout`` from the cache when no remote is configured), and each output then replaces
-the project's copy at its recorded path. ``dvc.lock`` is left as it is.
+The one restore path: the version's lineage (``dvc.NAME.path`` / ``dvc.NAME.md5`` in ``lineage.json`` on its
+run, or in the tags of versions registered before it, see :mod:`loraops.registry.lineage`) becomes ``.dvc``
+pointers in a staging folder, ``dvc pull`` fills them from the remote (or ``dvc checkout`` from the cache when
+no remote is configured), and each output then replaces the project's copy at its recorded path. ``dvc.lock``
+is left as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from loraops.config import Params
 from loraops.core import Layout, RegistryError
 from loraops.core.tracking import connect, is_missing
 from loraops.pipeline import dvc
-from loraops.registry import recorded_outputs, restore_pointers, version_of_run
+from loraops.registry import recorded_outputs, restore_pointers, version_lineage, version_of_run
 
 
 def find_version(layout: Layout, params: Params, ref: str):
@@ -39,12 +40,14 @@ def find_version(layout: Layout, params: Params, ref: str):
 def restore_version(layout: Layout, params: Params, ref: str) -> dict:
     """Put back the outputs version ``ref`` was registered with; returns what was restored where."""
     version = find_version(layout, params, ref)
-    outputs = recorded_outputs(version.tags)
+    lineage = version_lineage(connect(layout, params.registry), version)
+    outputs = recorded_outputs(lineage)
     if not outputs:
-        raise RegistryError(f"version {version.version} has no dvc.*.md5 lineage tags; nothing to restore")
+        raise RegistryError(f"version {version.version} has no DVC lineage (lineage.json or dvc.*.md5 tags); "
+                            "nothing to restore")
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=layout.root))
     try:
-        pointers = restore_pointers(version.tags, staging)
+        pointers = restore_pointers(lineage, staging)
         remote = dvc.pull(layout.root, [str(p.relative_to(layout.root)) for p in pointers.values()])
         for name, (relative, _) in outputs.items():
             restored, target = staging.joinpath(*relative.parts), layout.root.joinpath(*relative.parts)

@@ -11,6 +11,8 @@ from typing import Callable
 from loraops import data, evaluation, modeling, prepare, registry, search, training, validation
 from loraops.config import Params
 from loraops.core import Layout, StageOrderError
+from loraops.core.pipeline_run import begin_stage, fail_pass, pipeline_run_id, start_pass
+from loraops.core.tracking import connect
 
 
 def preflight(params: Params, layout: Layout) -> None:
@@ -30,7 +32,20 @@ PIPELINE = tuple(STAGES)
 
 
 def run_stage(name: str, params: Params, layout: Layout) -> dict:
+    """Run one stage as part of the current pass through the DAG (its MLflow run: core.pipeline_run)."""
     if name not in STAGES:
         raise StageOrderError(f"unknown stage {name!r}; stages are {', '.join(PIPELINE)}")
     preflight(params, layout)
-    return STAGES[name](params, layout)
+    begin_stage(layout, params.registry, name, PIPELINE.index(name))
+    try:
+        return STAGES[name](params, layout)
+    except BaseException as exc:
+        fail_pass(layout, params.registry, name, exc)
+        raise
+
+
+def open_pipeline_run(params: Params, layout: Layout) -> str:
+    """The Prefect flow's first step: a new pass whose MLflow run exists, and shows as running, from now on."""
+    start_pass(layout, params.registry)
+    tracking = connect(layout, params.registry)
+    return pipeline_run_id(tracking, tracking.experiment_id(params.registry.experiment), params.project.name)

@@ -7,15 +7,18 @@ The served pyfunc (:mod:`loraops.registry.serving`) is not imported here: it pul
 
 from loraops.registry.cleanup import REGISTRATION_TAG, discard_own, repair
 from loraops.registry.gates import ChampionScore, GateOutcome, evaluate_gates, passed
-from loraops.registry.lineage import (MODEL_SHA256_TAG, dvc_pointer, lineage_tags, model_sha256, recorded_outputs,
-                                      restore_pointers)
-from loraops.registry.promotion import (CHALLENGER, CHAMPION, INTERRUPTED_DECISION, PREVIOUS, LeaseLost, PromotionLease, alias_version,
-                                        lock_name, promote, repair_promotion, require_complete, rollback)
+from loraops.registry.hand_moves import HandMove, check_champion
+from loraops.registry.lineage import (MODEL_SHA256_TAG, dvc_pointer, lineage_tags, model_sha256, pointer_tags,
+                                      recorded_outputs, restore_pointers)
+from loraops.registry.promotion import (CHALLENGER, CHAMPION, INTERRUPTED_DECISION, PREVIOUS, LeaseLost,
+                                        PromotionLease, alias_version, lock_name, promote, repair_promotion,
+                                        require_complete, rollback)
 from loraops.registry.register import register_stage
-from loraops.registry.versions import champion_uri, version_of_run, version_rows
+from loraops.registry.versions import champion_uri, version_lineage, version_of_run, version_rows
 
-__all__ = ["CHALLENGER", "CHAMPION", "INTERRUPTED_DECISION", "MODEL_SHA256_TAG", "PREVIOUS", "REGISTRATION_TAG", "ChampionScore", "GateOutcome",
-           "LeaseLost", "PromotionLease", "alias_version", "champion_uri", "discard_own", "dvc_pointer",
-           "evaluate_gates", "lineage_tags", "lock_name", "model_sha256", "passed", "promote", "recorded_outputs",
-           "register_stage", "repair", "repair_promotion", "require_complete", "restore_pointers", "rollback",
-           "version_of_run", "version_rows"]
+__all__ = ["CHALLENGER", "CHAMPION", "INTERRUPTED_DECISION", "MODEL_SHA256_TAG", "PREVIOUS", "REGISTRATION_TAG",
+           "ChampionScore", "GateOutcome", "HandMove", "LeaseLost", "PromotionLease", "alias_version", "champion_uri",
+           "check_champion", "discard_own", "dvc_pointer", "evaluate_gates", "lineage_tags", "lock_name",
+           "model_sha256", "passed", "pointer_tags", "promote", "recorded_outputs", "register_stage", "repair",
+           "repair_promotion", "require_complete", "restore_pointers", "rollback", "version_lineage", "version_of_run",
+           "version_rows"]

@@ -132,16 +132,41 @@ def passed(outcomes: list[GateOutcome]) -> bool:
     return all(o.status != "fail" for o in outcomes)
 
 
-def gate_tags(outcomes: list[GateOutcome]) -> dict[str, str]:
-    """Version tags: ``gate.NAME`` = pass|fail|skipped and ``gate.NAME.reason``."""
-    tags = {}
-    for outcome in outcomes:
-        tags[f"gate.{outcome.name}"] = outcome.status
-        tags[f"gate.{outcome.name}.reason"] = outcome.reason
-    return tags
+def summarise(outcomes: list[GateOutcome]) -> str:
+    """The ``gates`` tag: ``all pass``, or the gates that did not pass (``fail: retention; skipped: ...``)."""
+    parts = []
+    for status in ("fail", "skipped"):
+        names = [o.name for o in outcomes if o.status == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    return "; ".join(parts) or "all pass"
 
 
-def describe(outcomes: list[GateOutcome], decision: str) -> str:
-    """The version description shown in the MLflow UI: the decision and a table of the gates."""
+def parse_summary(text: str | None) -> dict[str, str]:
+    """``{gate: pass|fail|skipped}`` from a ``gates`` tag; ``{}`` when there is none (not evaluated)."""
+    if not text:
+        return {}
+    statuses = dict.fromkeys(PROMOTION_GATES, "pass")
+    if text != "all pass":
+        for part in text.split(";"):
+            status, _, names = part.strip().partition(":")
+            for name in names.split(","):
+                if name.strip() in statuses:
+                    statuses[name.strip()] = status.strip()
+    return statuses
+
+
+def gate_table(outcomes: list[GateOutcome]) -> str:
     rows = "".join(f"| {o.name} | {o.status} | {o.reason} |\n" for o in outcomes)
-    return f"**Promotion decision: {decision}**\n\n| gate | outcome | why |\n|---|---|---|\n{rows}"
+    return f"| gate | outcome | why |\n|---|---|---|\n{rows}"
+
+
+def describe(outcomes: list[GateOutcome], decision: str, comparison: str | None = None,
+             notes: list[str] | None = None) -> str:
+    """The version description shown in the MLflow UI: the decision, the gate table, the comparison table
+    (markdown, :func:`loraops.evaluation.comparison.markdown_table`) and any notes (a hand move)."""
+    text = f"**Promotion decision: {decision}**\n\n" + "".join(f"{n}\n\n" for n in notes or [])
+    text += gate_table(outcomes)
+    if comparison:
+        text += f"\n**Base model vs adapter vs full fine-tune** (test split)\n\n{comparison}"
+    return text

@@ -1,7 +1,11 @@
 """Lineage of a registered version: where its data and adapter came from, as content hashes DVC can restore.
 
-The tags follow one schema, written here and read back by :func:`restore_pointers` (and so by
-``loraops restore``): ``dvc.NAME.path`` and ``dvc.NAME.md5`` for NAME in dataset, prepared, adapter.
+A version carries a short, fixed set of tags (:func:`version_tags`: scores, base model, dataset md5, git
+commit; the promotion adds ``decision`` and ``gates``) so that the MLflow UI's versions table stays readable.
+The full lineage is ``lineage.json`` on the version's run (:func:`lineage_record`). Its DVC outputs follow
+one schema, read back by :func:`restore_pointers` (and so by ``loraops restore``): ``dvc.NAME.path`` and
+``dvc.NAME.md5`` for NAME in dataset, prepared, adapter (:func:`pointer_tags`; versions registered before
+``lineage.json`` carry the same keys as tags).
 
 The hashes are computed with DVC's own algorithm (:func:`loraops.core.hashing.dvc_md5`) instead of being read
 from ``dvc.lock``: under ``loraops run`` dvc.lock is only written by the ``dvc commit`` at the end of the
@@ -89,31 +93,87 @@ def restore_pointers(tags: dict[str, str], into: Path) -> dict[str, Path]:
     return written
 
 
-def evidence_tags(evaluation: EvaluationSummary, train: TrainRecord, validation: ValidationSummary) -> dict[str, str]:
-    """Scores with their intervals, the base and full fine-tune scores compared against, and validation."""
-    tags: dict[str, str] = {"eval.headline": evaluation.headline, "eval.test_items": str(evaluation.test_items),
-                            "eval.test_set_sha256": evaluation.test_set_sha256}
+def format_score(value: float, low: float | None = None, high: float | None = None) -> str:
+    """``0.8125 [0.7500, 0.8700]``: a score and its interval as one tag value (read back by :func:`parse_score`)."""
+    if low is None or high is None:
+        return f"{value:.4f}"
+    return f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def parse_score(text: str | None) -> tuple[float | None, float | None, float | None]:
+    """(value, low, high) from :func:`format_score`'s text; Nones for what is not there or not a number."""
+    if not text:
+        return None, None, None
+    head, _, rest = text.partition("[")
+    try:
+        value = float(head)
+    except ValueError:
+        return None, None, None
+    try:
+        low, high = (float(x) for x in rest.rstrip("] ").split(","))
+    except ValueError:
+        return value, None, None
+    return value, low, high
+
+
+def version_tags(outputs: dict[str, str], evaluation: EvaluationSummary, base: dict[str, Any],
+                 git: dict[str, str]) -> dict[str, str]:
+    """The short, fixed set of tags every version carries (the promotion adds ``decision`` and ``gates``):
+    the headline score with its interval for each model, the adapter's retention drop, the base model's id
+    and content hash, the dataset's DVC md5, the test set's hash and the git commit. Everything else is
+    in the run's ``lineage.json`` (:func:`lineage_record`). ``outputs`` is :func:`lineage_tags`' result."""
+    metric = evaluation.headline
+    tags = {}
     for model, scores in evaluation.models.items():
-        for key in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "retention", "retention_drop"):
-            value = getattr(scores, key)
-            if value is not None:
-                tags[f"eval.{model}.{key}"] = f"{value:.4f}"
-    for name, diff in evaluation.differences.items():
-        tags[f"eval.{name}"] = f"{diff.mean:.4f} [{diff.low:.4f}, {diff.high:.4f}]"
-    if evaluation.recovered_share is not None:
-        tags["eval.recovered_share"] = f"{evaluation.recovered_share:.4f}"
-    tags["train.val_loss"] = str(train.val_loss)
-    tags["train.trainable_params"] = str(train.trainable_params)
-    if train.adapter_bytes is not None:
-        tags["train.adapter_bytes"] = str(train.adapter_bytes)
-    tags.update({"validation.success": str(validation.success).lower(), "validation.errors": str(validation.errors),
-                 "validation.warnings": str(validation.warnings),
-                 "validation.data_docs": str(validation.docs_index)})
+        value = scores.score(metric)
+        if value is not None:
+            tags[f"{model}.{metric}"] = format_score(value, *scores.interval(metric))
+    adapter = evaluation.model("adapter")
+    if adapter is not None and adapter.retention_drop is not None:
+        tags["adapter.retention_drop"] = f"{adapter.retention_drop:.4f}"
+    tags.update({"base_model.id": str(base.get("id")),
+                 "base_model.sha256": str(base.get("content_sha256") or "unknown"),
+                 "dataset.md5": outputs["dvc.dataset.md5"], "test_set.sha256": evaluation.test_set_sha256,
+                 "git.commit": git.get("git.commit", "none")})
     return tags
+
+
+def lineage_record(outputs: dict[str, str], evaluation: EvaluationSummary, train: TrainRecord,
+                   validation: ValidationSummary, base: dict[str, Any], git: dict[str, str],
+                   run_id: str, search_run_id: str | None) -> dict[str, Any]:
+    """Everything a version came from, logged as ``lineage.json`` on its run: the DVC outputs with their md5
+    (what ``loraops restore`` reads), params hash, git, base model, validation, training and evaluation.
+    ``outputs`` is :func:`lineage_tags`' result."""
+    outputs = dict(outputs)
+    return {
+        "run_id": run_id, "search_run_id": search_run_id,
+        "dvc": {"hash": outputs.pop("dvc.hash"),
+                **{name: {"path": outputs[f"dvc.{name}.path"], "md5": outputs[f"dvc.{name}.md5"]}
+                   for name in TRACKED_OUTPUTS}},
+        "params_sha256": outputs["params.sha256"], "git": git,
+        "base_model": {k: base.get(k) for k in ("id", "revision", "licence", "content_sha256", "source",
+                                                 "parameters")},
+        "validation": {"success": validation.success, "errors": validation.errors, "warnings": validation.warnings,
+                       "data_docs": f"runs:/{run_id}/validation/data_docs.html" if validation.docs_page else None},
+        "train": train.model_dump(mode="json", exclude_none=True),
+        "evaluation": evaluation.to_json(),
+    }
+
+
+def pointer_tags(lineage: dict[str, Any]) -> dict[str, str]:
+    """``dvc.NAME.path`` / ``dvc.NAME.md5`` from a ``lineage.json``, the form :func:`recorded_outputs` reads
+    (older versions carry the same keys as tags)."""
+    found = {}
+    for name in TRACKED_OUTPUTS:
+        entry = (lineage.get("dvc") or {}).get(name)
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("md5"), str):
+            found[f"dvc.{name}.path"], found[f"dvc.{name}.md5"] = entry["path"], entry["md5"]
+    return found
 
 
 def base_model_tags(info: dict[str, Any]) -> dict[str, str]:
     """The base the adapter was trained on: its id, revision, licence and content hash (``base_model.sha256``)."""
-    tags = {f"base_model.{k}": str(info.get(k)) for k in ("id", "revision", "licence")}
-    tags["base_model.sha256"] = str(info.get("content_sha256"))
+    tags = {f"base_model.{k}": str(info[k]) for k in ("id", "revision", "licence") if info.get(k) is not None}
+    if info.get("content_sha256"):
+        tags["base_model.sha256"] = str(info["content_sha256"])
     return tags

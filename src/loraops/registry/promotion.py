@@ -18,7 +18,7 @@ registered model under a unique name, so promotions hold a lease: the registered
 Inside the lease the previous promotion's leftovers are repaired (:func:`repair_promotion`), the champion is
 read, the gates are evaluated against it, the champion is re-read just before the alias moves (a changed
 champion starts the round over), and the aliases are read back afterwards. A promotion writes in an order
-whose every prefix is repairable: ``promotion.decision = promoting`` and ``promotion.replaced`` first, then
+whose every prefix is repairable: ``decision = promoting`` and ``promotion.replaced`` first, then
 ``champion``, then ``previous``, then the final decision; a crash anywhere leaves exactly one champion (the
 new or the old one), and the next promotion finishes or undoes what is left.
 """
@@ -42,14 +42,20 @@ from loraops.core import RegistryError
 from loraops.core.process import is_dead, process_identity
 from loraops.core.tracking import Tracking, is_missing
 from loraops.evaluation import EvaluationSummary
+from loraops.evaluation.comparison import markdown_table
 from loraops.registry.cleanup import REGISTRATION_TAG
-from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, gate_tags, passed
+from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, passed, summarise
+from loraops.registry.lineage import parse_score
 from loraops.validation import ValidationSummary
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+DECISION_TAG = "decision"  # on every evaluated version: champion, challenger, ... (promoting while it moves)
 PROMOTING = "promoting"  # the decision while the alias is moving; the next promotion repairs one left behind
 INTERRUPTED_DECISION = "challenger (promotion interrupted; `loraops promote N` runs it again)"
 FENCE_TAG = "loraops.promotion.fence"
+# On the registered model: the version loraops last made champion, and when. A champion alias that differs
+# was moved outside loraops (loraops.registry.hand_moves).
+CHAMPION_TAG, CHAMPION_AT_TAG = "loraops.champion", "loraops.champion_at"
 log = logging.getLogger(__name__)
 
 
@@ -199,12 +205,14 @@ def registry_lock(tracking: Tracking, name: str, ttl: float) -> Iterator[Promoti
 
 
 def champion_score(version: Any | None, metric: str) -> ChampionScore | None:
+    """The champion's headline score and test set, from its tags (``adapter.<metric>``, ``test_set.sha256``;
+    versions registered before these names carry ``eval.adapter.<metric>`` and ``eval.test_set_sha256``)."""
     if version is None:
         return None
     tags = version.tags
-    score = tags.get(f"eval.adapter.{metric}")
-    return ChampionScore(str(version.version), float(score) if score not in (None, "", "None") else None,
-                         tags.get("eval.test_set_sha256"))
+    score, _, _ = parse_score(tags.get(f"adapter.{metric}") or tags.get(f"eval.adapter.{metric}"))
+    return ChampionScore(str(version.version), score,
+                         tags.get("test_set.sha256") or tags.get("eval.test_set_sha256"))
 
 
 def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummary, ValidationSummary | None]:
@@ -224,18 +232,34 @@ def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummar
     return evaluation, validation
 
 
-def record_gates(tracking: Tracking, lease: PromotionLease, name: str, version: str, outcomes: list[GateOutcome],
-                 decision: str, extra: dict[str, str] | None = None) -> None:
+def record_gates(tracking: Tracking, lease: PromotionLease | None, name: str, version: str,
+                 outcomes: list[GateOutcome], decision: str, extra: dict[str, str] | None = None,
+                 evaluation: EvaluationSummary | None = None, notes: list[str] | None = None) -> None:
+    """``decision`` and ``gates`` tags on the version; the description holds the gate table with each gate's
+    reason, when it was evaluated, and the comparison of base, adapter and full fine-tune. Inside a
+    promotion the lease is checked first (``lease`` None: a caller that moves no alias)."""
     client, retry = tracking.client, tracking.retry
-    tags = {**gate_tags(outcomes), "promotion.decision": decision, "promotion.evaluated_at": now(), **(extra or {})}
-    lease.check(f"recording the gates of version {version}")
+    tags = {"gates": summarise(outcomes), DECISION_TAG: decision, **(extra or {})}
+    if lease is not None:
+        lease.check(f"recording the gates of version {version}")
     for key, value in tags.items():
         retry(client.set_model_version_tag, name, version, key, value)
-    retry(client.update_model_version, name, version, description=describe(outcomes, decision))
+    comparison = markdown_table(evaluation) if evaluation is not None else None
+    retry(client.update_model_version, name, version,
+          description=describe(outcomes, decision, comparison, [*(notes or []), f"Gates evaluated {now()}."]))
+
+
+def mark_champion(tracking: Tracking, name: str, version: str | None) -> None:
+    """Record on the registered model which version loraops made champion (None: no champion). Written after
+    the alias and the version's ``promotion.promoted_at``/``restored_at``, so a failure in between is told
+    apart from a hand move by those times (loraops.registry.hand_moves)."""
+    retry, client = tracking.retry, tracking.client
+    retry(client.set_registered_model_tag, name, CHAMPION_TAG, version or "none")
+    retry(client.set_registered_model_tag, name, CHAMPION_AT_TAG, now())
 
 
 def move_champion(tracking: Tracking, lease: PromotionLease, name: str, version: str, old: Any | None,
-                  decision: str, outcomes: list[GateOutcome]) -> None:
+                  decision: str, outcomes: list[GateOutcome], evaluation: EvaluationSummary | None = None) -> None:
     """champion -> version, previous -> old champion, then the final decision, then read both back.
 
     In this order every prefix is repairable (:func:`repair_promotion`): ``promotion.replaced`` names the
@@ -252,8 +276,11 @@ def move_champion(tracking: Tracking, lease: PromotionLease, name: str, version:
         retry(client.set_registered_model_alias, name, PREVIOUS, str(old.version))
     lease.check(f"recording the promotion of version {version}")
     retry(client.set_model_version_tag, name, version, "promotion.promoted_at", now())
-    retry(client.set_model_version_tag, name, version, "promotion.decision", decision)
-    retry(client.update_model_version, name, version, description=describe(outcomes, decision))
+    retry(client.set_model_version_tag, name, version, DECISION_TAG, decision)
+    retry(client.update_model_version, name, version,
+          description=describe(outcomes, decision, markdown_table(evaluation) if evaluation is not None else None,
+                               [f"Promoted {now()}."]))
+    mark_champion(tracking, name, version)
     champion, previous = alias_version(tracking, name, CHAMPION), alias_version(tracking, name, PREVIOUS)
     if champion is None or str(champion.version) != version or \
             (old is not None and (previous is None or str(previous.version) != str(old.version))):
@@ -283,16 +310,17 @@ def repair_promotion(tracking: Tracking, lease: PromotionLease, name: str) -> li
             else:
                 retry(client.set_registered_model_alias, name, PREVIOUS, replaced)
             done.append(f"{PREVIOUS} moved from {current} to {replaced} (what champion {champion.version} replaced)")
-    promoting = retry(client.search_model_versions, f"name='{name}' and tag.`promotion.decision` = '{PROMOTING}'")
+    promoting = retry(client.search_model_versions, f"name='{name}' and tag.`{DECISION_TAG}` = '{PROMOTING}'")
     for version in promoting:
         number = str(version.version)
         lease.check(f"repairing the decision of version {number}")
         if champion is not None and str(champion.version) == number:
             decision = "champion (forced)" if version.tags.get("promotion.forced_by") else CHAMPION
             retry(client.set_model_version_tag, name, number, "promotion.promoted_at", now())
+            mark_champion(tracking, name, number)  # loraops moved this alias: no hand move to find
         else:
             decision = INTERRUPTED_DECISION
-        retry(client.set_model_version_tag, name, number, "promotion.decision", decision)
+        retry(client.set_model_version_tag, name, number, DECISION_TAG, decision)
         done.append(f"version {number}: interrupted promotion recorded as {decision!r}")
     for line in done:
         log.warning("%s: %s", name, line)
@@ -343,14 +371,15 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
             if already and not ok and force_reason is None:
                 decision = "champion (fails the gates now; `loraops rollback` demotes it)"
             moving = decision.startswith(CHAMPION) and not already
-            record_gates(tracking, lease, name, version, outcomes, PROMOTING if moving else decision, extra)
+            record_gates(tracking, lease, name, version, outcomes, PROMOTING if moving else decision, extra,
+                         evaluation)
             if not moving:
                 break
             # Compare-and-set: the champion must still be the one the gates were evaluated against.
             again = alias_version(tracking, name, CHAMPION)
             if (again and str(again.version)) != (old and str(old.version)):
                 continue
-            move_champion(tracking, lease, name, version, old, decision, outcomes)
+            move_champion(tracking, lease, name, version, old, decision, outcomes, evaluation)
             break
         else:
             raise RegistryError(f"{name}: the champion kept changing during the promotion of version {version}")
@@ -381,8 +410,9 @@ def rollback(tracking: Tracking, name: str, params: PromoteParams) -> dict[str, 
         lease.check("recording the rollback")
         if champion is not None:
             retry(client.set_model_version_tag, name, str(champion.version), "promotion.rolled_back_at", now())
-            retry(client.set_model_version_tag, name, str(champion.version), "promotion.decision", "rolled back")
+            retry(client.set_model_version_tag, name, str(champion.version), "decision", "rolled back")
         retry(client.set_model_version_tag, name, str(previous.version), "promotion.restored_at", now())
+        mark_champion(tracking, name, str(previous.version))
         check = alias_version(tracking, name, CHAMPION)
         if check is None or str(check.version) != str(previous.version):
             raise RegistryError(f"{name}: champion changed during the rollback")

@@ -1,7 +1,9 @@
-"""The ``register`` stage: one MLflow run per pipeline execution, and a new registered model version.
+"""The ``register`` stage: the pipeline run's record in MLflow, and a new registered model version.
 
-The run holds all params, the training and evaluation metrics, the loss curves and the adapter folder
-(safetensors); the registered model is a pyfunc that loads that adapter onto the local base model.
+The pipeline run was opened when the pass through the DAG started (:mod:`loraops.core.pipeline_run`); this
+stage fills it in the shape of :mod:`loraops.registry.runs` (params, datasets, comparative metrics, one child
+run per evaluated model, artifacts, the registered pyfunc with its signature), registers the adapter,
+runs the gates, writes the description and ``metrics/summary.json``, and ends the run.
 """
 
 from __future__ import annotations
@@ -12,23 +14,31 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loraops.config import Params, flatten
+from loraops.config import Params, tracking_params
 from loraops.core import Layout, RegistryError, require, write_json
 from loraops.core.hashing import dvc_md5
+from loraops.core.pipeline_run import forget_pass, pipeline_run_id
 from loraops.core.process import process_identity
 from loraops.core.tracking import Tracking, connect, git_tags, redact_url
 from loraops.evaluation import EvaluationSummary
 from loraops.modeling import base_info
 from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, discard_own, repair
-from loraops.registry.lineage import MODEL_SHA256_TAG, base_model_tags, evidence_tags, lineage_tags, model_sha256
+from loraops.registry.hand_moves import check_champion
+from loraops.registry.lineage import (MODEL_SHA256_TAG, base_model_tags, lineage_record, lineage_tags, model_sha256,
+                                      version_tags)
 from loraops.registry.promotion import CHAMPION, alias_version, promote
-from loraops.training import TrainChoice, TrainRecord, read_curve
+from loraops.registry.runs import (artifact_files, comparative_metrics, datasets, dataset_inputs,
+                                   log_model_runs, run_description)
+from loraops.registry.summary import summary, write_summary
+from loraops.training import BaselineRecord, TrainChoice, TrainRecord, read_baseline
 from loraops.validation import ValidationSummary, log_validation
 
 # What the served model needs at load time, pinned to the versions it was registered with (listing them
 # also stops MLflow inferring its own, which wants torchvision).
 SERVED_PACKAGES = ("torch", "transformers", "peft", "safetensors", "loraops")
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+BASE_REFERENCE = "base_model.json"  # in the logged model: where the local base model is (serving.py reads it)
+INPUT_EXAMPLE = {"text": ["where is my parcel?"]}
 
 
 def pip_requirements() -> list[str]:
@@ -44,8 +54,12 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def numeric(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
-    return {f"{prefix}.{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def signature() -> Any:
+    """Text in, label out: what the served model takes and returns (shown as its schema in the UI)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema([ColSpec("string", "label")]))
 
 
 def _verify_uploaded(tracking: Tracking, run_id: str, adapter_md5: str, model_uri: str) -> str:
@@ -72,36 +86,45 @@ def _find_version_of_run(tracking: Tracking, name: str, run_id: str) -> Any | No
     return found[0] if found else None
 
 
-def _log_run(layout: Layout, params: Params, train: TrainRecord, evaluation: EvaluationSummary,
-             validation: ValidationSummary, tracking: Tracking) -> Any:
-    """Params, metrics, curves and every artifact on the active run; returns the logged pyfunc model."""
+def _search_run_id(layout: Layout) -> str | None:
+    """The search's parent run, when the search ran (a choice made from params has none)."""
+    if not layout.search_choice.is_file():
+        return None
+    return TrainChoice.read(layout.search_choice).mlflow_run_id
+
+
+def _log_run(layout: Layout, params: Params, evaluation: EvaluationSummary, validation: ValidationSummary,
+             tracking: Tracking, experiment_id: str, run_id: str, base: dict[str, Any]) -> tuple[Any, dict]:
+    """Params, datasets, metrics, child runs and artifacts on the active pipeline run; returns the logged
+    pyfunc model and ``{model: child run id}``."""
     import mlflow
 
     retry = tracking.retry
-    retry(mlflow.log_params, flatten(params))
-    if layout.search_choice.is_file():  # links this run to the rank search's parent run
-        retry(mlflow.set_tag, "search.run_id", str(TrainChoice.read(layout.search_choice).mlflow_run_id))
-    metrics = numeric("train", train.model_dump())
-    for model_name, scores in evaluation.models.items():
-        metrics.update(numeric(f"eval.{model_name}", scores.model_dump()))
-    metrics.update(numeric("eval", evaluation.model_dump(exclude={"models", "differences"})))
-    retry(mlflow.log_metrics, metrics)
-    for row in read_curve(layout.train_curve, "train_loss"):
-        retry(mlflow.log_metric, "train_loss", row["train_loss"], step=int(row["step"]))
-    for row in read_curve(layout.val_curve, "val_loss"):
-        retry(mlflow.log_metric, "val_loss", row["val_loss"], step=int(row["step"]))
+    retry(mlflow.log_params, tracking_params(params, layout.root))
+    search_run = _search_run_id(layout)
+    if search_run:  # links this run to the rank search's parent run (also nested under it)
+        retry(mlflow.set_tag, "search.run_id", search_run)
+    found = datasets(layout)
+    retry(tracking.client.log_inputs, run_id, datasets=dataset_inputs(found, tuple(found)))
+    retry(mlflow.log_metrics, comparative_metrics(evaluation))
     retry(mlflow.log_artifacts, str(layout.adapter_dir), artifact_path="adapter")
-    for path in (layout.train_metrics, layout.eval_metrics, layout.train_curve, layout.validation_summary):
-        retry(mlflow.log_artifact, str(path), artifact_path="reports")
-    if layout.eval_report.parent.is_dir():  # report.md, per-label scores, confusion matrix, retention
+    for path, folder in artifact_files(layout):
+        retry(mlflow.log_artifact, str(path), artifact_path=folder)
+    if layout.eval_report.parent.is_dir():  # report.md, per-label scores, confusion and comparison plots
         retry(mlflow.log_artifacts, str(layout.eval_report.parent), artifact_path="reports/eval")
     retry(log_validation, layout, validation)
-    return retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
-                 artifacts={"adapter": str(layout.adapter_dir)},
-                 model_config={"base_model_dir": str(layout.base_model_dir.resolve()),
-                               # The base it was trained on, by content: loading checks it (verify_base_model).
-                               "base_model_sha256": base_info(layout).get("content_sha256")},
-                 pip_requirements=pip_requirements())
+    with tempfile.TemporaryDirectory() as tmp:
+        # The base model's location goes in a file of the model, not in model_config: MLflow logs
+        # model_config as run params, and a path on this machine is no param.
+        reference = Path(tmp) / BASE_REFERENCE
+        write_json(reference, {"base_model_dir": str(layout.base_model_dir.resolve()),
+                               "base_model_id": base.get("id"), "base_model_sha256": base.get("content_sha256")})
+        info = retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
+                     artifacts={"adapter": str(layout.adapter_dir), "base_model": str(reference)},
+                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
+    children = log_model_runs(tracking, experiment_id, run_id, layout, evaluation, found, str(base.get("id")),
+                              info.model_id)
+    return info, children
 
 
 def register_stage(params: Params, layout: Layout) -> dict[str, Any]:
@@ -114,12 +137,13 @@ def register_stage(params: Params, layout: Layout) -> dict[str, Any]:
 
 
 def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
-    """Log the run, register its adapter as a new version (alias ``challenger``), then run the gates.
+    """Fill the pipeline run, register its adapter as a new version (alias ``challenger``), run the gates.
 
-    The version is created only after the run's artifacts are uploaded and read back, with all its
-    lineage tags in the same call; a failure after that removes it by the clean-up rule
-    (:mod:`loraops.registry.cleanup`): deleted while incomplete and unaliased, kept once complete. Calls to
-    the server are retried per ``registry.retries`` with exponential backoff (the one retry layer).
+    The version is created only after the run's artifacts are uploaded and read back, with its tags in
+    the same call; a failure after that removes it by the clean-up rule (:mod:`loraops.registry.cleanup`):
+    deleted while incomplete and unaliased, kept once complete. Calls to the server are retried per
+    ``registry.retries`` with exponential backoff (the one retry layer). A hand move of ``champion`` is
+    handled first (:mod:`loraops.registry.hand_moves`).
     """
     import mlflow
 
@@ -128,44 +152,55 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
         raise RegistryError(f"{layout.eval_metrics}: no 'adapter' entry under 'models'; nothing was registered")
     train = TrainRecord.read(layout.train_metrics)
     validation = ValidationSummary.read(layout.validation_summary)
+    baseline = read_baseline(layout.baseline_metrics) if layout.baseline_metrics.is_file() else None
     name = params.registry.model_name
     try:
         tracking = connect(layout, params.registry)
         experiment_id = tracking.experiment_id(params.registry.experiment)
         repaired = repair(tracking, name, params.promote.lock_ttl_seconds)
-        run = tracking.retry(mlflow.start_run, experiment_id=experiment_id, run_name=f"{params.project.name}")
+        moved = check_champion(tracking, name, params.promote)
+        run_id = pipeline_run_id(tracking, experiment_id, params.project.name)
+        tracking.retry(mlflow.start_run, run_id=run_id)
     except RegistryError:
         raise
     except Exception as exc:
         raise RegistryError(f"tracking server {redact_url(layout.tracking_uri())}: {_first_line(exc)} "
                             f"(after {params.registry.retries} retries); nothing was registered") from None
     client, retry = tracking.client, tracking.retry
-    run_id, version, status, creating = run.info.run_id, None, "FAILED", False
+    version, status, creating = None, "FAILED", False
     try:
-        tags = {**git_tags(layout.root), **base_model_tags(base_info(layout)), "loraops.pipeline": "true"}
-        retry(mlflow.set_tags, tags)
+        base, git = base_info(layout), git_tags(layout.root)
+        retry(mlflow.set_tags, {**git, **base_model_tags(base), "loraops.pipeline": "true"})
         # Hashed before the upload: the version must record the bytes that were uploaded, checked below.
-        lineage = lineage_tags(layout, params)
-        info = _log_run(layout, params, train, evaluation, validation, tracking)
-        model_hash = retry(_verify_uploaded, tracking, run_id, lineage["dvc.adapter.md5"], info.model_uri)
-        # Everything a reviewer needs, on the version itself, written in the call that creates it.
-        version_tags = {**tags, **lineage, **evidence_tags(evaluation, train, validation),
-                        "run_id": run_id, "validation.data_docs_artifact": f"runs:/{run_id}/validation/data_docs",
-                        MODEL_SHA256_TAG: model_hash, OWNER_TAG: process_identity(), REGISTRATION_TAG: "incomplete"}
+        outputs = lineage_tags(layout, params)
+        info, children = _log_run(layout, params, evaluation, validation, tracking, experiment_id, run_id, base)
+        model_hash = retry(_verify_uploaded, tracking, run_id, outputs["dvc.adapter.md5"], info.model_uri)
+        retry(mlflow.log_dict, lineage_record(outputs, evaluation, train, validation, base, git, run_id,
+                                              _search_run_id(layout)), "lineage.json")
+        tags = {**version_tags(outputs, evaluation, base, git), MODEL_SHA256_TAG: model_hash,
+                OWNER_TAG: process_identity(), REGISTRATION_TAG: "incomplete"}
         retry(_create_registered_model, tracking, name)
         creating = True
         try:
-            version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=version_tags,
+            version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
                                                   model_id=info.model_id)
         except Exception:
             # The server may have created it before failing to answer: look before creating a second one.
             version = retry(_find_version_of_run, tracking, name, run_id) or \
-                retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=version_tags,
+                retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=tags,
                       model_id=info.model_id)
         number = str(version.version)
         # Complete before any alias points at it: an alias never names a half-registered version.
         retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
+        retry(_link_logged_model, tracking, info.model_id, name, number)
         promotion = promote(tracking, name, number, params.promote, make_challenger=True)
+        values = summary(evaluation, promotion["decision"], promotion["gates"], train,
+                         baseline if isinstance(baseline, BaselineRecord) else None)
+        write_summary(layout.summary_metrics, values)
+        retry(mlflow.log_artifact, str(layout.summary_metrics), artifact_path="reports")
+        retry(mlflow.set_tags, {"decision": promotion["decision"], "registered_version": f"{name}/{number}",
+                                "mlflow.note.content": run_description(evaluation, promotion["decision"],
+                                                                       promotion["gates"], number, name, children)})
         status = "FINISHED"
     except Exception as exc:
         if version is None and creating:
@@ -178,14 +213,32 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
                     f"{REGISTRATION_TAG}=incomplete and the next run's check deletes it")
         else:
             left = "no version was registered"
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "loraops.failed_stage", f"register: {_first_line(exc)}")
         raise RegistryError(f"registration in {redact_url(layout.tracking_uri())} failed: {_first_line(exc)}; "
                             f"{left}") from None
     finally:
         with contextlib.suppress(Exception):
             mlflow.end_run(status)
+        forget_pass(layout, run_id)
     return {"run_id": run_id, "experiment_id": experiment_id, "model_name": name, "version": int(number),
             "model_uri": f"models:/{name}/{number}", "tracking_uri": redact_url(layout.tracking_uri()),
-            "decision": promotion["decision"], "gates": promotion["gates"], "repaired": repaired}
+            "decision": promotion["decision"], "gates": promotion["gates"], "repaired": repaired,
+            "model_runs": children, "summary": values, "hand_move": moved.line if moved else None}
+
+
+def _link_logged_model(tracking: Tracking, model_id: str, name: str, version: str) -> None:
+    """What ``mlflow.register_model`` does and ``create_model_version`` does not: tell the logged model which
+    version it became, so the run's Logged models table shows it registered."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    model = tracking.client.get_logged_model(model_id)
+    known = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    entry = {"name": name, "version": version}
+    if entry not in known:
+        tracking.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*known, entry])})
 
 
 def _create_registered_model(tracking: Tracking, name: str) -> None:

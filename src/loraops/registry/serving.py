@@ -4,7 +4,7 @@
 base weights reinitialised; so the registered model holds only the adapter folder and references the
 base model directory through ``model_config``. The version is self-contained all the same:
 
-- the base it needs is named by content (``model_config.base_model_sha256``) and checked at load
+- the base it needs is named by content (``base_model_sha256`` in the model's ``base_model.json``) and checked at load
   (:func:`loraops.modeling.verify_base_model`): another base is a clear error, never a silently wrong model;
 - the prompt is the one rendered at training time (``loraops_prompt.json`` holds the template), so a later
   change of the code or of the base's chat template cannot change what the model is asked;
@@ -38,8 +38,24 @@ def request_texts(model_input: Any) -> list[str]:
         if "text" not in model_input:
             raise ValueError("input needs a 'text' column")
         column = model_input["text"]
-        return [column] if isinstance(column, str) else [str(t) for t in column]
+        if isinstance(column, str):
+            return [column]
+        values = list(column)
+        # MLflow's schema check turns {"text": [a, b]} into one row whose cell is the list [a, b].
+        if len(values) == 1 and not isinstance(values[0], str) and hasattr(values[0], "__iter__"):
+            values = list(values[0])
+        return [str(t) for t in values]
     return [str(t) for t in model_input]
+
+
+def base_model_reference(context: Any) -> tuple[Path, str | None]:
+    """The local base model the adapter loads onto and the content hash it must have: the ``base_model`` file
+    of the logged model (versions registered before it carry both in ``model_config``)."""
+    if "base_model" in (context.artifacts or {}):
+        reference = read_json(Path(context.artifacts["base_model"]))
+    else:
+        reference = context.model_config or {}
+    return Path(reference["base_model_dir"]), reference.get("base_model_sha256")
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
@@ -47,14 +63,14 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         adapter = Path(context.artifacts["adapter"])
-        base_dir = Path(context.model_config["base_model_dir"])
-        verify_base_model(base_dir, context.model_config.get("base_model_sha256"))
+        base_dir, base_sha256 = base_model_reference(context)
+        verify_base_model(base_dir, base_sha256)
         self.model, self.tokenizer = load_for_inference(base_dir, adapter)
         spec = read_json(adapter / PROMPT_FILE)
         self.labels = spec["labels"]
         self.template = spec.get("template")
         self.prepare = PrepareParams(**spec["prepare"])
-        self.batch_size = int(context.model_config.get("batch_size", 16))
+        self.batch_size = int((context.model_config or {}).get("batch_size", 16))
 
     def prompts(self, texts: list[str]) -> list[str]:
         if self.template is not None:

@@ -16,6 +16,9 @@ from loraops.search.select import TrialResult, pareto_front
 
 COLUMNS = ["number", "state", "r", "alpha", "target_modules", "learning_rate", "dropout", "trainable_params",
            "metric", "steps", "pareto"]
+# The plots' templates (.dvc/plots/search_*.json) print a row's note instead of drawing an empty chart.
+PLOT_COLUMNS = [*COLUMNS, "note"]
+SEARCH_OFF = "search off (search.enabled: false)"
 
 
 def rows(results: list[TrialResult]) -> list[dict]:
@@ -77,14 +80,16 @@ def plot_png(results: list[TrialResult], target: Path) -> bool:
     return True
 
 
-def write_reports(layout: Layout, results: list[TrialResult]) -> list[dict]:
-    """Write the table, the DVC plot files and (with completed trials) the PNG; return the table rows."""
+def write_reports(layout: Layout, results: list[TrialResult], note: str | None = None) -> list[dict]:
+    """Write the table, the DVC plot files and (with completed trials) the PNG; return the table rows.
+    ``note`` (the search is off) becomes the plots' only row, so ``dvc plots show`` says so."""
     table = rows(results)
     atomic_write_text(layout.search_dir / "trials.csv", to_csv(table, COLUMNS))
-    atomic_write_text(layout.search_dir / "trials.md", markdown(table))
+    atomic_write_text(layout.search_dir / "trials.md", markdown(table) if note is None else f"{note}\n")
     all_plot, front_plot = layout.search_plots
-    atomic_write_text(all_plot, to_csv([r for r in table if r["state"] == "complete"], COLUMNS))
-    atomic_write_text(front_plot, to_csv([r for r in table if r["pareto"]], COLUMNS))
+    noted = [{"note": note}] if note else []
+    atomic_write_text(all_plot, to_csv([r for r in table if r["state"] == "complete"] + noted, PLOT_COLUMNS))
+    atomic_write_text(front_plot, to_csv([r for r in table if r["pareto"]] + noted, PLOT_COLUMNS))
     png = layout.search_dir / "pareto.png"
     png.unlink(missing_ok=True)
     if any(r["state"] == "complete" for r in table):

@@ -14,7 +14,7 @@ from typing import Any
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, require
 from loraops.core.tracking import redact_url
-from loraops.search.report import write_reports
+from loraops.search.report import SEARCH_OFF, write_reports
 from loraops.search.select import select
 from loraops.search import heartbeat
 from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
@@ -105,7 +105,7 @@ def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
 def search_stage(params: Params, layout: Layout) -> dict[str, Any]:
     """The whole stage as one call (what ``loraops stage search`` runs); off, it records train's own params."""
     if not params.search.enabled:
-        write_reports(layout, [])
+        write_reports(layout, [], note=SEARCH_OFF)
         choice = TrainChoice(source="params", lora=params.train.lora, learning_rate=params.train.learning_rate)
         choice.write(layout.search_choice)
         return choice.to_json()

@@ -17,7 +17,6 @@ from typing import Any
 from loraops.config import LoraParams, Params
 from loraops.core import Layout
 from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
-from loraops.core.tracking import redact_url
 from loraops.search.select import TrialResult
 
 STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"

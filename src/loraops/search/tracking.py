@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from loraops.config import LoraParams, Params
+from loraops.config import LoraParams, Params, portable
 from loraops.core import Layout
-from loraops.core.tracking import Tracking, connect, redact_url
+from loraops.core.pipeline_run import pipeline_run_id
+from loraops.core.tracking import Tracking, connect
 from loraops.search.study import PARENT_RUN_ATTR, storage_url
 from loraops.training import TrainChoice
 
@@ -24,7 +25,8 @@ def _connect(layout: Layout, params: Params) -> tuple[Tracking, str]:
 
 
 def ensure_parent_run(layout: Layout, params: Params, study: Any) -> str:
-    """The study's parent run: created once, found again on resume (if this tracking store still has it)."""
+    """The study's parent run: created once, found again on resume (if this tracking store still has it).
+    It is nested in the pipeline run of the pass that started the study (loraops.core.pipeline_run)."""
     from mlflow.exceptions import MlflowException
 
     tracking, experiment_id = _connect(layout, params)
@@ -35,9 +37,11 @@ def ensure_parent_run(layout: Layout, params: Params, study: Any) -> str:
             return existing
         except MlflowException:
             pass  # the tracking store was reset: start a new parent for this study
-    run = tracking.retry(tracking.client.create_run, experiment_id, run_name=f"{params.project.name}-search",
+    pipeline = pipeline_run_id(tracking, experiment_id, params.project.name)
+    run = tracking.retry(tracking.client.create_run, experiment_id, run_name="search",
                          tags={"loraops.stage": "search", "search.study_name": study.study_name,
-                               "search.storage": redact_url(storage_url(params, layout))})
+                               "search.storage": portable(storage_url(params, layout), layout.root),
+                               "mlflow.parentRunId": pipeline})
     flat = {f"search.{k}": str(v) for k, v in params.search.model_dump().items() if k != "storage"}
     for key, value in flat.items():
         tracking.retry(tracking.client.log_param, run.info.run_id, key, value)

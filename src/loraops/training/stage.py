@@ -10,7 +10,7 @@ from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, pro
 from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
 from loraops.training.curves import write_curve
 from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
-from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice, TrainRecord
+from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice
 from loraops.training.trainer import train
 
 

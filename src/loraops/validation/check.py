@@ -12,15 +12,17 @@ from loraops.validation.report import ValidationReport
 
 def validate_dataset(records: list[dict], params: ValidateParams, work_dir: Path,
                      token_lengths: Callable[[list[str]], list[int]] | None = None,
-                     previous: dict | None = None, special_tokens: tuple[str, ...] = ()) -> ValidationReport:
+                     previous: dict | None = None, special_tokens: tuple[str, ...] = (),
+                     run_name: str | None = None) -> ValidationReport:
     """Validate raw loraops records ``{"text", "label", "split"}`` (values may be None or not strings).
 
     ``work_dir`` receives the GX file context (``gx/``, rebuilt on each call), its Data Docs and the suites
     as JSON (``suites/``). ``token_lengths`` maps texts to token counts with the base model's tokenizer
     (None skips the token check). ``previous`` is the ``stats`` of the last validated version (None: the
     first version, no shift or new-label checks). ``special_tokens`` are the tokenizer's special-token strings,
-    which no text or label may contain.
+    which no text or label may contain. ``run_name`` names the validation in the Data Docs.
     """
+    from loraops.validation.docs_html import expectation_rows
     from loraops.validation.gx_run import run_batches, write_suite_json
     from loraops.validation.results import interpret
     from loraops.validation.suites import build_batches
@@ -29,7 +31,7 @@ def validate_dataset(records: list[dict], params: ValidateParams, work_dir: Path
     frames = build_frames(records, token_lengths, previous)
     batches = build_batches(params, frames, previous, tuple(special_tokens))
     write_suite_json(batches, work_dir)
-    results, docs_index = run_batches(batches, work_dir)
+    results, docs_index = run_batches(batches, work_dir, run_name)
     failures = interpret(results, frames, params)
     stats = profile(frames)
     mean_before = ((previous or {}).get("text_chars") or {}).get("mean")
@@ -37,4 +39,5 @@ def validate_dataset(records: list[dict], params: ValidateParams, work_dir: Path
     if mean_before and mean_now is not None:
         stats.setdefault("shift", {})["mean_chars_change"] = round(abs(mean_now - mean_before) / mean_before, 4)
     return ValidationReport(success=not any(f.severity == "error" for f in failures), failures=failures,
-                            stats=stats, docs_index=docs_index if docs_index.is_file() else None)
+                            stats=stats, docs_index=docs_index if docs_index.is_file() else None,
+                            expectations=expectation_rows(results))

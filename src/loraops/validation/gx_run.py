@@ -55,9 +55,14 @@ def write_suite_json(batches: list[Batch], work_dir: Path) -> list[Path]:
     return paths
 
 
-def run_batches(batches: list[Batch], work_dir: Path) -> tuple[dict[str, ExpectationSuiteValidationResult], Path]:
-    """Validate each table with its suite through a checkpoint; return the results by name and the docs index."""
+def run_batches(batches: list[Batch], work_dir: Path,
+                run_name: str | None = None) -> tuple[dict[str, ExpectationSuiteValidationResult], Path]:
+    """Validate each table with its suite through a checkpoint; return the results by name and the docs index.
+    ``run_name`` is what the Data Docs list the validation as (without one, Great Expectations says __none__)."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
     context = _context(work_dir)
+    run_id = RunIdentifier(run_name=run_name or "loraops validate")
     source = context.data_sources.add_pandas("loraops")
     results: dict[str, ExpectationSuiteValidationResult] = {}
     for batch in batches:
@@ -69,7 +74,7 @@ def run_batches(batches: list[Batch], work_dir: Path) -> tuple[dict[str, Expecta
             name=batch.name, validation_definitions=[validation], actions=[],
             result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [batch.index_column],
                            "partial_unexpected_count": PARTIAL_UNEXPECTED}))
-        outcome = checkpoint.run(batch_parameters={"dataframe": batch.frame})
+        outcome = checkpoint.run(batch_parameters={"dataframe": batch.frame}, run_id=run_id)
         results[batch.name] = next(iter(outcome.run_results.values()))
     context.build_data_docs()
     return results, work_dir / DOCS_INDEX

@@ -23,3 +23,5 @@ class ValidationSummary(Record):
     stats: dict[str, Any]
     # The Data Docs index, relative to the project root (reports/validation/index.html), when they were built.
     docs_index: str | None = None
+    # The one-page Data Docs (reports/validation/data_docs.html), what the MLflow run shows.
+    docs_page: str | None = None

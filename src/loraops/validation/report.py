@@ -32,6 +32,8 @@ class ValidationReport:
     failures: list[Failure]
     stats: dict  # JSON-serialisable profile; the next version's shift checks compare against it
     docs_index: Path | None  # the Great Expectations Data Docs index.html
+    # Every expectation with its outcome (loraops.validation.docs_html.expectation_rows), for the one-page docs.
+    expectations: list[dict] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Failure]:
