@@ -47,7 +47,8 @@ def write_params(root: Path, base: Path, **groups) -> Path:
     """The repository's params.yaml (every group DVC tracks is present) with the tiny settings on top."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     merge(params, yaml.safe_load(yaml.safe_dump(TINY_PARAMS)))
-    merge(params, {"model": {"base": str(base)}, **groups})
+    merge(params, {"model": {"base": str(base)}})
+    merge(params, groups)  # a group given here changes only the keys it names (model.base stays)
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

@@ -37,7 +37,7 @@ def test_a_planted_secret_appears_in_no_output_log_or_artifact(tmp_path, tiny_ba
     postgres.start(["mlflow", "optuna"])  # trust authentication: the password is accepted and ignored
     try:
         host = f"127.0.0.1:{postgres.port}"
-        tracking = f"postgresql://loraops:{secret}@{host}/mlflow"
+        tracking = f"postgresql+psycopg2://loraops:{secret}@{host}/mlflow"
         storage = f"postgresql+psycopg2://loraops:{secret}@{host}/optuna"
         repo = committed_project(tmp_path / "repo", tiny_base)
         home = tmp_path / "prefect-home"

@@ -15,7 +15,7 @@ from tests.helpers.registry import client_for, evaluation, register, tracking_fo
 # The short, fixed set every version carries (a readable row in the MLflow UI's versions table) ...
 VERSION_TAGS = {"decision", "gates", "adapter.accuracy", "base.accuracy", "full.accuracy", "adapter.retention_drop",
                 "base_model.id", "base_model.sha256", "dataset.md5", "test_set.sha256", "git.commit",
-                "loraops.registration"}
+                "model.sha256", "loraops.registration", "loraops.registration.owner"}
 # ... plus what a promotion event adds, only when it happens.
 EVENT_TAGS = {"promotion.promoted_at", "promotion.replaced", "promotion.restored_at", "promotion.rolled_back_at"}
 

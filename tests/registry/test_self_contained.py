@@ -56,7 +56,8 @@ def test_the_version_records_the_md5_of_the_adapter_it_uploaded(local_store, ada
     version = client.get_model_version("uploaded-md5", str(result["version"]))
     with tempfile.TemporaryDirectory() as tmp:
         uploaded = Path(client.download_artifacts(version.run_id, "adapter", tmp))
-        assert version.tags["dvc.adapter.md5"] == dvc_md5(uploaded)
+        lineage = read_json(Path(client.download_artifacts(version.run_id, "lineage.json", tmp)))
+        assert lineage["dvc"]["adapter"]["md5"] == dvc_md5(uploaded)
 
 
 def test_an_adapter_changed_during_its_upload_registers_nothing(local_store, adapter_restored, monkeypatch):
@@ -111,7 +112,8 @@ def test_model_files_changed_in_the_artifact_store_are_refused_before_their_code
     assert MODEL_SHA256_TAG in version.tags
     tracking = tracking_for(layout, layout.local_tracking_uri())
     assert load_verified(tracking, "tampered", "champion").unwrap_python_model().labels
-    location = client.get_logged_model(version.model_id).artifact_location
+    # The SQL registry store keeps no model_id on a version; its source names the logged model.
+    location = client.get_logged_model(version.source.removeprefix("models:/")).artifact_location
     entry = next(Path(location.removeprefix("file://")).rglob("pyfunc_entry.py"))
     entry.write_text(entry.read_text() + "\nraise SystemExit('code planted in the artifact store ran')\n")
     with pytest.raises(RegistryError, match="refusing to load it"):

@@ -99,8 +99,10 @@ def test_a_stale_lock_from_a_dead_run_is_broken(on_server, trained_project):
 
 
 def runs_in(db) -> int:
+    """Runs that registration has begun to fill (params are its first write; the pass's run itself is
+    created before, when the command connects)."""
     with sqlite3.connect(db, timeout=10) as con:
-        return con.execute("select count(*) from runs").fetchone()[0]
+        return con.execute("select count(distinct run_uuid) from params").fetchone()[0]
 
 
 def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_version(
@@ -119,7 +121,7 @@ def test_server_killed_during_registration_fails_cleanly_and_leaves_no_broken_ve
     deadline = time.monotonic() + 120
     while runs_in(server.db) == before and command.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    server.kill()  # the run exists; its artifacts and version are on their way
+    server.kill()  # the run has its params; its artifacts and version are on their way
     command.join(timeout=180)
     result = outcome["result"]
     assert result.exit_code == 2, result.output

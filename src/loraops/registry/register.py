@@ -30,13 +30,14 @@ from loraops.registry.promotion import CHAMPION, alias_version, promote
 from loraops.registry.runs import (artifact_files, comparative_metrics, datasets, dataset_inputs,
                                    log_model_runs, run_description)
 from loraops.registry.summary import summary, write_summary
-from loraops.training import BaselineRecord, TrainChoice, TrainRecord, read_baseline
+from loraops.training import TrainChoice, TrainRecord
 from loraops.validation import ValidationSummary, log_validation
 
 # What the served model needs at load time, pinned to the versions it was registered with (listing them
 # also stops MLflow inferring its own, which wants torchvision).
 SERVED_PACKAGES = ("torch", "transformers", "peft", "safetensors", "loraops")
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+SERVING_CONFIG = {"base_model_dir": "", "batch_size": 16}  # load-time overrides (serving.AdapterModel)
 BASE_REFERENCE = "base_model.json"  # in the logged model: where the local base model is (serving.py reads it)
 INPUT_EXAMPLE = {"text": ["where is my parcel?"]}
 
@@ -115,13 +116,15 @@ def _log_run(layout: Layout, params: Params, evaluation: EvaluationSummary, vali
     retry(log_validation, layout, validation)
     with tempfile.TemporaryDirectory() as tmp:
         # The base model's location goes in a file of the model, not in model_config: MLflow logs
-        # model_config as run params, and a path on this machine is no param.
+        # model_config as run params, and a path on this machine is no param. model_config names the keys
+        # a loader may override (MLflow accepts no others): an empty base_model_dir means the file's.
         reference = Path(tmp) / BASE_REFERENCE
         write_json(reference, {"base_model_dir": str(layout.base_model_dir.resolve()),
                                "base_model_id": base.get("id"), "base_model_sha256": base.get("content_sha256")})
         info = retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
                      artifacts={"adapter": str(layout.adapter_dir), "base_model": str(reference)},
-                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
+                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements(),
+                     model_config=SERVING_CONFIG)
     children = log_model_runs(tracking, experiment_id, run_id, layout, evaluation, found, str(base.get("id")),
                               info.model_id)
     return info, children
@@ -152,7 +155,6 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
         raise RegistryError(f"{layout.eval_metrics}: no 'adapter' entry under 'models'; nothing was registered")
     train = TrainRecord.read(layout.train_metrics)
     validation = ValidationSummary.read(layout.validation_summary)
-    baseline = read_baseline(layout.baseline_metrics) if layout.baseline_metrics.is_file() else None
     name = params.registry.model_name
     try:
         tracking = connect(layout, params.registry)
@@ -194,8 +196,7 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
         retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
         retry(_link_logged_model, tracking, info.model_id, name, number)
         promotion = promote(tracking, name, number, params.promote, make_challenger=True)
-        values = summary(evaluation, promotion["decision"], promotion["gates"], train,
-                         baseline if isinstance(baseline, BaselineRecord) else None)
+        values = summary(evaluation, promotion["decision"], promotion["gates"], train)
         write_summary(layout.summary_metrics, values)
         retry(mlflow.log_artifact, str(layout.summary_metrics), artifact_path="reports")
         retry(mlflow.set_tags, {"decision": promotion["decision"], "registered_version": f"{name}/{number}",

@@ -49,13 +49,17 @@ def request_texts(model_input: Any) -> list[str]:
 
 
 def base_model_reference(context: Any) -> tuple[Path, str | None]:
-    """The local base model the adapter loads onto and the content hash it must have: the ``base_model`` file
-    of the logged model (versions registered before it carry both in ``model_config``)."""
+    """The local base model the adapter loads onto and the content hash it must have. Both come from the
+    ``base_model`` file of the logged model (versions registered before it carry both in ``model_config``);
+    ``model_config={"base_model_dir": ...}`` at load time points at another copy of the base (another
+    machine's path), which must still have the recorded hash: the hash is never taken from the caller."""
+    config = dict(context.model_config or {})
     if "base_model" in (context.artifacts or {}):
         reference = read_json(Path(context.artifacts["base_model"]))
     else:
-        reference = context.model_config or {}
-    return Path(reference["base_model_dir"]), reference.get("base_model_sha256")
+        reference = config
+    base_dir = config.get("base_model_dir") or reference["base_model_dir"]
+    return Path(base_dir), reference.get("base_model_sha256")
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
