@@ -2,11 +2,12 @@
 
 from loraops.config.params import (BUILTIN_BASE_MODEL, DEMO_SOURCE_FILE, PROMOTION_GATES, TARGET_MODULE_SETS, BaselineParams,
                                    DataParams, EvalParams, LoraParams, ModelParams, Params, PrepareParams,
-                                   PromoteParams, RegistryParams, SearchParams, TrainParams, ValidateParams,
+                                   PromoteParams, RegistryParams, RehearsalParams, SearchParams, TrainParams,
+                                   ValidateParams,
                                    apply_overrides, flatten, load_params, params_digest, parse_params,
                                    portable, tracking_params)
 
 __all__ = ["BUILTIN_BASE_MODEL", "DEMO_SOURCE_FILE", "PROMOTION_GATES", "TARGET_MODULE_SETS", "BaselineParams", "DataParams",
            "EvalParams", "LoraParams", "ModelParams", "Params", "PrepareParams", "PromoteParams", "RegistryParams",
-           "SearchParams", "TrainParams", "ValidateParams", "apply_overrides", "flatten", "load_params",
+           "RehearsalParams", "SearchParams", "TrainParams", "ValidateParams", "apply_overrides", "flatten", "load_params",
            "params_digest", "parse_params", "portable", "tracking_params"]

@@ -123,6 +123,13 @@ class LoraParams(_Group):
         return value
 
 
+class RehearsalParams(_Group):
+    """Rehearsal against forgetting: the base model's own answers to the built-in rehearsal prompts
+    (:mod:`loraops.data.general_prompts`), mixed into the training data (and the full fine-tune's)."""
+
+    share: float = Field(0.0, ge=0, lt=1)  # share of training examples that are rehearsal pairs; 0: off
+
+
 class TrainParams(_Group):
     method: Literal["qlora", "lora"] = "qlora"
     # The budget: a number of optimiser steps, or (with max_steps null) a number of passes over the data.
@@ -147,6 +154,7 @@ class TrainParams(_Group):
     # Largest |logit| difference allowed between the merged export and adapter-on-base.
     merge_tolerance: float = Field(1e-3, gt=0)
     lora: LoraParams = LoraParams()
+    rehearsal: RehearsalParams = RehearsalParams()
 
     @model_validator(mode="after")
     def _one_budget(self) -> "TrainParams":

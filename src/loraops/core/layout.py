@@ -44,6 +44,11 @@ class Layout:
         return self.root / "data" / "validated" / "profile.json"
 
     @property
+    def rehearsal_answers(self) -> Path:
+        """The base model's own answers to the rehearsal prompts (prompt/completion rows), mixed into training."""
+        return self.root / "data" / "rehearsal" / "answers.jsonl"
+
+    @property
     def prepared_dir(self) -> Path:
         return self.root / "data" / "prepared"
 
