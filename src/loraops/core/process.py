@@ -49,35 +49,35 @@ def process_identity(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
 
 
-def is_dead(identity: str | None) -> bool:
-    """True only when ``identity`` names a process of this host that no longer runs (a reused pid counts
-    as gone). Unknown, malformed or other hosts' identities are never dead from here."""
+def _local_process(identity: str | None) -> tuple[int, str] | None:
+    """(pid, start time) when ``identity`` names a process of this host that can be checked; None otherwise."""
     if not identity:
-        return False
+        return None
     try:
         host, pid_text, start = identity.rsplit(":", 2)
         pid = int(pid_text)
     except ValueError:
+        return None
+    if host != socket.gethostname() or start == "?" or pid <= 0 or not Path("/proc").is_dir():
+        return None
+    return pid, start
+
+
+def is_dead(identity: str | None) -> bool:
+    """True only when ``identity`` names a process of this host that no longer runs (a reused pid counts
+    as gone). Unknown, malformed or other hosts' identities are never dead from here."""
+    local = _local_process(identity)
+    if local is None:
         return False
-    if host != socket.gethostname() or start == "?" or pid <= 0:
-        return False
-    if not Path("/proc").is_dir():
-        return False
-    now = _start_time(pid)
-    return now is None or now != start
+    now = _start_time(local[0])
+    return now is None or now != local[1]
 
 
 def is_alive_here(identity: str | None) -> bool:
     """True only when ``identity`` names a process of this host that still runs (the same process, not a
     reused pid). False for other hosts and whenever it cannot be told."""
-    if not identity:
-        return False
-    try:
-        host, pid_text, start = identity.rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    return host == socket.gethostname() and start != "?" and pid > 0 and _start_time(pid) == start
+    local = _local_process(identity)
+    return local is not None and _start_time(local[0]) == local[1]
 
 
 @contextlib.contextmanager

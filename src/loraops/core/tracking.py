@@ -110,6 +110,17 @@ class Tracking:
                 raise
             return self.retry(self.client.get_experiment_by_name, name).experiment_id
 
+    def exists(self, get: Any, *args: Any) -> bool:
+        """Whether ``get(*args)`` (a client getter: a registered model, a version) finds something; "not
+        found" is False, any other failure is raised after the retries."""
+        try:
+            self.retry(get, *args)
+            return True
+        except Exception as exc:
+            if is_missing(exc):
+                return False
+            raise
+
 
 def connect(layout: Layout, policy: RetryPolicy) -> Tracking:
     """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``); the only place loraops does so."""

@@ -183,20 +183,8 @@ def _gates(tracking: Tracking, name: str, version: str, replaced: str | None,
 
 
 def _exists(tracking: Tracking, name: str) -> bool:
-    try:
-        tracking.retry(tracking.client.get_registered_model, name)
-        return True
-    except Exception as exc:
-        if is_missing(exc):
-            return False
-        raise
+    return tracking.exists(tracking.client.get_registered_model, name)
 
 
 def _version_exists(tracking: Tracking, name: str, version: str) -> bool:
-    try:
-        tracking.retry(tracking.client.get_model_version, name, version)
-        return True
-    except Exception as exc:
-        if is_missing(exc):
-            return False
-        raise
+    return tracking.exists(tracking.client.get_model_version, name, version)

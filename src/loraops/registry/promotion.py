@@ -420,10 +420,4 @@ def rollback(tracking: Tracking, name: str, params: PromoteParams) -> dict[str, 
 
 
 def _exists(tracking: Tracking, name: str, version: str) -> bool:
-    try:
-        tracking.retry(tracking.client.get_model_version, name, version)
-        return True
-    except Exception as exc:
-        if is_missing(exc):
-            return False
-        raise
+    return tracking.exists(tracking.client.get_model_version, name, version)
