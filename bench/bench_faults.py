@@ -65,8 +65,10 @@ def describe(before: dict, after: dict) -> str:
 def judged(before: dict, crashed: dict, final: dict, new_version: str | None = None) -> tuple[bool, bool]:
     """(repaired, nothing_lost) of a registry that went before -> crashed -> final (after the next run)."""
     complete_before = {n for n, v in before["versions"].items() if v["complete"]}
-    champion_ok = crashed["aliases"].get("champion") in {before["aliases"].get("champion"),
-                                                         *(set(crashed["versions"]) - set(before["versions"]))}
+    # The champion is the one before, a version this fault's run created, or the version a concurrent
+    # promotion legitimately made champion (``new_version``).
+    champion_ok = crashed["aliases"].get("champion") in {before["aliases"].get("champion"), new_version,
+                                                         *(set(crashed["versions"]) - set(before["versions"]))} - {None}
     aliases_ok = all(crashed["versions"][n]["complete"] for n in crashed["aliases"].values()) and \
         all(final["versions"][n]["complete"] for n in final["aliases"].values())
     kept = complete_before <= set(final["versions"])
@@ -185,7 +187,7 @@ def main() -> None:
         stopped.send_signal(signal.SIGCONT)
         _, err = stopped.communicate(timeout=120)
         final = state(client, name)
-        repaired, kept = judged(before, final, final)
+        repaired, kept = judged(before, final, final, new_version=held[1])
         rows.append({"fault": "promotion lease expired under a live holder (SIGSTOP past lock_ttl_seconds=3, then "
                               f"SIGCONT); the second promotion waited {waited:.1f} s, broke the lease and promoted",
                      "left": f"{describe(before, final)}; the stopped holder exited {stopped.returncode}: "

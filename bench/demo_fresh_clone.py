@@ -1,0 +1,98 @@
+"""The newcomer's run, measured: a fresh clone, the README's first command (`make demo`: set up, then run the
+pipeline on the shipped defaults), then `loraops predict`.
+
+    python -m bench.demo_fresh_clone --out bench/results/demo_fresh_clone.json [--keep DIR]
+
+The clone is of this repository's HEAD (committed files only, as a newcomer gets them). Per-stage seconds are
+the time from one stage's "starting stage NAME" log line to the next one's (the last stage's runs until the
+flow ends), stamped as the lines arrive. Setup is the time until the pipeline's first log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.machine import machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+STARTING = re.compile(r"starting stage (\w+)")
+
+
+def timed_lines(cmd: list[str], cwd: Path, env: dict, log) -> tuple[int, list[tuple[float, str]]]:
+    started = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1)
+    for line in process.stdout:
+        stamp = time.monotonic() - started
+        lines.append((stamp, line.rstrip("\n")))
+        log.write(f"{stamp:8.1f} {line}")
+        log.flush()
+    return process.wait(), lines
+
+
+def stage_seconds(lines: list[tuple[float, str]], end: float) -> dict[str, float]:
+    starts = [(stamp, m.group(1)) for stamp, line in lines if (m := STARTING.search(line))]
+    out: dict[str, float] = {}
+    for (stamp, name), following in zip(starts, [*starts[1:], (end, None)]):
+        out[name] = round(out.get(name, 0.0) + following[0] - stamp, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--keep", help="clone into this folder and keep it (default: a temporary folder)")
+    args = parser.parse_args()
+    dest = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="loraops-fresh-")) / "loraops"
+    if dest.exists():
+        shutil.rmtree(dest)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "MLFLOW_", "PREFECT_"))}
+    env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
+    log_path = Path(args.out).with_suffix(".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        code, lines = timed_lines(["make", "demo"], dest, env, log)
+        wall = time.monotonic() - started
+        first_flow_line = next((stamp for stamp, line in lines if " | INFO " in line or " | WARNING " in line), None)
+        predict_code, predicted = timed_lines([str(dest / ".venv" / "bin" / "loraops"), "predict", "where is my parcel"],
+                                              dest, env, log)
+    registration = dest / "metrics" / "registration.json"
+    summary = dest / "metrics" / "summary.json"
+    registered = json.loads(registration.read_text()) if registration.is_file() else {}
+    decision = registered.get("decision", "")
+    result = {
+        "benchmark": "demo_fresh_clone", "machine": machine_info(), "commit": commit,
+        "command": "make demo", "exit_code": code, "wall_seconds": round(wall, 1),
+        "setup_seconds": None if first_flow_line is None else round(first_flow_line, 1),
+        "stage_seconds": stage_seconds(lines, wall),
+        "search_enabled": "starting stage search" in "\n".join(line for _, line in lines) and
+        (dest / "models" / "search" / "trials.csv").is_file(),
+        "decision": decision, "version": registered.get("version"),
+        "champion_version": registered.get("version") if str(decision).startswith("champion") else None,
+        "gates": registered.get("gates"),
+        "summary": json.loads(summary.read_text()) if summary.is_file() else None,
+        "predict_exit_code": predict_code, "predict_output": [line for _, line in predicted][-3:],
+        "load_average_1m_at_end": os.getloadavg()[0],
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("exit_code", "wall_seconds", "decision", "champion_version")}))
+    if not args.keep:
+        shutil.rmtree(dest.parent, ignore_errors=True)
+    sys.exit(0 if code == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
