@@ -13,6 +13,7 @@ from loraops.config import EvalParams
 from loraops.core import ConfigError
 from loraops.config import parse_params
 from loraops.evaluation import load_metric
+from loraops.data.general_prompts import RETENTION_TEST
 from loraops.evaluation.retention import RETENTION_ITEMS, is_retained, score_retention
 from loraops.evaluation.uncertainty import (macro_f1_statistic, mean_interval, paired_difference,
                                  paired_statistic_difference, statistic_interval)
@@ -114,7 +115,8 @@ def test_retention_scoring_rule(answer, accepted, expected):
 
 
 def test_retention_set_is_built_in_and_scored_as_a_share():
-    assert 40 <= len(RETENTION_ITEMS) <= 60 and len({p for p, _ in RETENTION_ITEMS}) == len(RETENTION_ITEMS)
+    assert RETENTION_ITEMS is RETENTION_TEST and len(RETENTION_ITEMS) >= 100
+    assert len({p for p, _ in RETENTION_ITEMS}) == len(RETENTION_ITEMS)
     answers = [accepted.split("|")[0] for _, accepted in RETENTION_ITEMS]
     answers[0] = "no idea"
     share, items = score_retention(answers)

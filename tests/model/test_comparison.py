@@ -39,6 +39,9 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
     models = on_disk["models"]
     assert models["base"]["retention_drop"] == 0.0
     assert models["adapter"]["retention_drop"] == pytest.approx(models["base"]["retention"] - models["adapter"]["retention"])
+    assert "retention_drop_low" not in models["base"]
+    for name in ("adapter", "full"):  # paired over the same retention items
+        assert models[name]["retention_drop_low"] <= models[name]["retention_drop"] <= models[name]["retention_drop_high"]
     for key, other in (("adapter_minus_base", "base"), ("adapter_minus_full", "full")):
         diff = on_disk["differences"][key]
         assert diff["mean"] == pytest.approx(models["adapter"]["accuracy"] - models[other]["accuracy"])
