@@ -1,5 +1,6 @@
 """The ``rehearsal`` stage: ``data/rehearsal/answers.jsonl``, the base model's own greedy answers to the built-in
-rehearsal prompts, as ``prompt``/``completion`` rows like prepared ones (completion = answer + eos).
+rehearsal prompts, as ``prompt``/``completion`` rows like prepared ones (completion = answer + eos; an answer
+cut off at ``train.rehearsal.max_new_tokens`` is kept without eos, so the adapter does not learn to stop there).
 
 Each prompt is a single user turn in the base's chat template without the task's system prompt
 (:func:`loraops.evaluation.retention.general_prompt`), so the rows teach the adapter to keep answering general
@@ -23,7 +24,7 @@ from loraops.evaluation.retention import general_prompt
 from loraops.modeling import INFO_FILE, base_content_sha256, device
 
 # Bumped when the way answers are produced changes (a new key, hence a new generation).
-_FORMAT = 1
+_FORMAT = 2
 
 
 class RehearsalSummary(Record):
@@ -36,6 +37,7 @@ class RehearsalSummary(Record):
     key: str
     max_new_tokens: int
     empty_answers: int  # answers that are only the eos token (kept: the base said nothing)
+    truncated_answers: int  # answers cut off at max_new_tokens (kept, without eos)
 
 
 def _base_sha(base_dir: Path) -> str:
@@ -58,9 +60,14 @@ def _generate(base_dir: Path, settings: RehearsalParams, prompts: tuple[str, ...
     answers = [a.strip() for a in generate_answers(model, tokenizer, rendered, settings.batch_size,
                                                    settings.max_new_tokens)]
     seconds = time.perf_counter() - started
-    rows = [{"prompt": text, "completion": f"{answer}{tokenizer.eos_token}"} for text, answer in zip(rendered, answers)]
+    # An answer cut off at max_new_tokens gets no eos: training on it must not teach the adapter to stop there.
+    lengths = [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+    cut = [n >= settings.max_new_tokens for n in lengths]
+    rows = [{"prompt": text, "completion": answer if stopped_short else f"{answer}{tokenizer.eos_token}"}
+            for text, answer, stopped_short in zip(rendered, answers, cut)]
     tokens = sum(len(ids) for ids in tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"])
-    return rows, {"answer_tokens": tokens, "seconds": seconds, "empty_answers": sum(not a for a in answers)}
+    return rows, {"answer_tokens": tokens, "seconds": seconds, "empty_answers": sum(not a for a in answers),
+                  "truncated_answers": sum(cut)}
 
 
 def rehearsal_stage(params: Params, layout: Layout) -> dict:
@@ -78,7 +85,8 @@ def rehearsal_stage(params: Params, layout: Layout) -> dict:
         write_json(cached_meta, meta)  # written last: its presence marks the entry complete
     summary = RehearsalSummary(items=len(rows), answer_tokens=meta["answer_tokens"],
                                seconds=0.0 if cached else meta["seconds"], cached=cached, key=key,
-                               max_new_tokens=settings.max_new_tokens, empty_answers=meta["empty_answers"])
+                               max_new_tokens=settings.max_new_tokens, empty_answers=meta["empty_answers"],
+                               truncated_answers=meta["truncated_answers"])
     write_jsonl(layout.rehearsal_answers, rows)
     summary.write(layout.rehearsal_summary)
     return summary.to_json()
