@@ -55,7 +55,8 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
 def test_report_confusion_matrix_and_per_label_scores_are_written(evaluated):
     layout, _, summary = evaluated
     report = layout.eval_report.read_text()
-    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share"):
+    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share",
+                "No rehearsal rows"):
         assert row in report
     assert f"{summary['models']['adapter']['accuracy']:.3f} [" in report
     with layout.confusion_plot.open() as handle:
