@@ -2,6 +2,6 @@
 system prompt) and the ``train`` and ``baseline`` stages mix those pairs into training at
 ``train.rehearsal.share`` (the mixing rule: :func:`loraops.training.mix_rehearsal`)."""
 
-from loraops.rehearsal.stage import RehearsalSummary, rehearsal_key, rehearsal_rows, rehearsal_stage
+from loraops.rehearsal.stage import RehearsalSummary, rehearsal_key, rehearsal_stage
 
-__all__ = ["RehearsalSummary", "rehearsal_key", "rehearsal_rows", "rehearsal_stage"]
+__all__ = ["RehearsalSummary", "rehearsal_key", "rehearsal_stage"]

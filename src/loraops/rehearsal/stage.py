@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from loraops.config import Params, RehearsalParams
-from loraops.core import Layout, read_json, read_jsonl, require, write_json, write_jsonl
+from loraops.core import Layout, atomic_dir, read_json, read_jsonl, require, write_json, write_jsonl
 from loraops.core.hashing import sha256_json
 from loraops.core.records import Record
 from loraops.data.general_prompts import REHEARSAL_PROMPTS
@@ -87,11 +87,7 @@ def rehearsal_stage(params: Params, layout: Layout) -> dict:
                                seconds=0.0 if cached else meta["seconds"], cached=cached, key=key,
                                max_new_tokens=settings.max_new_tokens, empty_answers=meta["empty_answers"],
                                truncated_answers=meta["truncated_answers"])
-    write_jsonl(layout.rehearsal_answers, rows)
-    summary.write(layout.rehearsal_summary)
+    with atomic_dir(layout.rehearsal_answers.parent) as staging:  # both files or neither
+        write_jsonl(staging / layout.rehearsal_answers.name, rows)
+        summary.write(staging / layout.rehearsal_summary.name)
     return summary.to_json()
-
-
-def rehearsal_rows(layout: Layout) -> list[dict]:
-    """The rehearsal pairs the stage wrote (``[]`` when it has not run)."""
-    return read_jsonl(layout.rehearsal_answers) if layout.rehearsal_answers.is_file() else []

@@ -5,13 +5,13 @@ from __future__ import annotations
 import shutil
 
 from loraops.config import LoraParams, Params
-from loraops.core import Layout, atomic_dir, read_jsonl, require, write_json
+from loraops.core import Layout, atomic_dir, require, write_json
 from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
 from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
 from loraops.training.curves import write_curve
 from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
 from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice
-from loraops.training.rehearsal import mix_rehearsal, rehearsal_count
+from loraops.training.rehearsal import load_rehearsal_rows, mix_rehearsal, rehearsal_count
 from loraops.training.trainer import train
 
 
@@ -25,8 +25,7 @@ def training_splits(params: Params, layout: Layout) -> tuple[dict[str, list[dict
              "rehearsal_tokens": 0}
     if added["rehearsal_rows"] == 0:
         return splits, added
-    answers = read_jsonl(layout.rehearsal_answers) if layout.rehearsal_answers.is_file() else []
-    mixed = mix_rehearsal(splits["train"], answers, share, params.project.seed)
+    mixed = mix_rehearsal(splits["train"], load_rehearsal_rows(layout), share, params.project.seed)
     task_prompts = {row["prompt"] for row in splits["train"]}
     drawn = [row["completion"] for row in mixed if row["prompt"] not in task_prompts]
     tokenizer = load_tokenizer(layout.base_model_dir)
