@@ -13,6 +13,7 @@ from loraops.config import EvalParams
 from loraops.core import ConfigError
 from loraops.config import parse_params
 from loraops.evaluation import load_metric
+from loraops.data.general_prompts import RETENTION_TEST
 from loraops.evaluation.retention import RETENTION_ITEMS, is_retained, score_retention
 from loraops.evaluation.uncertainty import (macro_f1_statistic, mean_interval, paired_difference,
                                  paired_statistic_difference, statistic_interval)
@@ -114,7 +115,8 @@ def test_retention_scoring_rule(answer, accepted, expected):
 
 
 def test_retention_set_is_built_in_and_scored_as_a_share():
-    assert 40 <= len(RETENTION_ITEMS) <= 60 and len({p for p, _ in RETENTION_ITEMS}) == len(RETENTION_ITEMS)
+    assert RETENTION_ITEMS is RETENTION_TEST and len(RETENTION_ITEMS) >= 100
+    assert len({p for p, _ in RETENTION_ITEMS}) == len(RETENTION_ITEMS)
     answers = [accepted.split("|")[0] for _, accepted in RETENTION_ITEMS]
     answers[0] = "no idea"
     share, items = score_retention(answers)
@@ -130,3 +132,20 @@ def test_eval_params_pick_metrics_per_task_and_reject_an_unscored_headline():
         parse_params({"eval": {"headline": "rouge_l"}}, "params.yaml")
     with pytest.raises(ConfigError, match="macro_f1 needs label answers"):
         parse_params({"eval": {"task": "text", "metrics": ["rouge_l", "macro_f1"]}}, "params.yaml")
+
+
+def test_the_report_shows_the_retention_drop_interval_and_what_rehearsal_added():
+    from loraops.evaluation import EvaluationSummary
+    from loraops.evaluation.report import render_report
+
+    scores = {"items": 10, "accuracy": 0.5, "accuracy_low": 0.4, "accuracy_high": 0.6, "retention": 0.5}
+    summary = EvaluationSummary(headline="accuracy", test_items=10, test_set_sha256="s" * 64, confidence=0.95,
+                                bootstrap_samples=100, models={
+                                    "base": {**scores, "retention_drop": 0.0},
+                                    "adapter": {**scores, "retention": 0.4, "retention_drop": 0.1,
+                                                "retention_drop_low": -0.05, "retention_drop_high": 0.25}})
+    facts = {"base": {}, "adapter": {"rehearsal_rows": 30, "rehearsal_share": 0.3, "rehearsal_tokens": 900}}
+    report = render_report(summary, {}, facts, EvalParams())
+    assert "0.400 (+0.100 [-0.050, +0.250])" in report
+    assert "Rehearsal (adapter): 30 of the training rows" in report and "900 answer tokens" in report
+    assert "No rehearsal rows" in render_report(summary, {}, {"base": {}, "adapter": {}}, EvalParams())

@@ -3,7 +3,8 @@
 import pytest
 
 from loraops.core import ConfigError
-from loraops.data.general_prompts import POOLS, REHEARSAL_PROMPTS, normalise_prompt, pool_overlaps
+from loraops.data.general_prompts import (POOLS, REHEARSAL_PROMPTS, RETENTION_DEV, RETENTION_TEST, near_duplicates,
+                                         normalise_prompt, pool_overlaps)
 from loraops.training import mix_rehearsal
 
 
@@ -11,6 +12,23 @@ def test_the_three_pools_share_no_prompt_after_normalisation():
     assert pool_overlaps() == {}
     assert set(POOLS) == {"dev", "test"} and REHEARSAL_PROMPTS
     assert normalise_prompt("What is 2 + 2?") == normalise_prompt("what is 2+2")
+
+
+def test_the_pools_have_their_sizes_and_every_retention_item_an_answer():
+    assert len(RETENTION_TEST) >= 100 and 50 <= len(RETENTION_DEV) <= 70 and len(REHEARSAL_PROMPTS) >= 140
+    for prompt, accepted in RETENTION_TEST + RETENTION_DEV:
+        assert all(option.strip() for option in accepted.split("|")), prompt
+    for items in (RETENTION_TEST, RETENTION_DEV, [(p, "") for p in REHEARSAL_PROMPTS]):
+        assert len({normalise_prompt(p) for p, _ in items}) == len(items)  # no repeat within a pool either
+
+
+def test_no_question_is_asked_again_in_other_words_in_another_pool(monkeypatch):
+    assert near_duplicates() == []
+    import loraops.data.general_prompts as pools
+
+    monkeypatch.setattr(pools, "REHEARSAL_PROMPTS", (*pools.REHEARSAL_PROMPTS, "Please tell me the capital of France."))
+    assert [(a, b) for a, b, _ in pools.near_duplicates()] == [
+        ("Please tell me the capital of France.", "What is the capital of France? Answer with one word.")]
 
 
 def test_a_planted_overlap_is_found(monkeypatch):

@@ -17,8 +17,8 @@ from tests.helpers.projects import new_project, run_stages
 def evaluated(tmp_path_factory, tiny_base):
     layout = new_project(tmp_path_factory.mktemp("comparison") / "project", tiny_base,
                          eval={"batch_size": 32, "bootstrap_samples": 200}, search={"enabled": False})
-    summary = run_stages(layout, "base_model", "ingest", "validate", "prepare", "search", "train", "baseline",
-                         "evaluate")["evaluate"]
+    summary = run_stages(layout, "base_model", "rehearsal", "ingest", "validate", "prepare", "search", "train",
+                         "baseline", "evaluate")["evaluate"]
     return layout, load_params(layout.params_file), summary
 
 
@@ -39,6 +39,10 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
     models = on_disk["models"]
     assert models["base"]["retention_drop"] == 0.0
     assert models["adapter"]["retention_drop"] == pytest.approx(models["base"]["retention"] - models["adapter"]["retention"])
+    assert "retention_drop_low" not in models["base"]
+    for name in ("adapter", "full"):  # paired over the same retention items
+        drop = models[name]
+        assert drop["retention_drop_low"] <= drop["retention_drop"] <= drop["retention_drop_high"]
     for key, other in (("adapter_minus_base", "base"), ("adapter_minus_full", "full")):
         diff = on_disk["differences"][key]
         assert diff["mean"] == pytest.approx(models["adapter"]["accuracy"] - models[other]["accuracy"])
@@ -51,7 +55,8 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
 def test_report_confusion_matrix_and_per_label_scores_are_written(evaluated):
     layout, _, summary = evaluated
     report = layout.eval_report.read_text()
-    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share"):
+    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share",
+                "No rehearsal rows"):
         assert row in report
     assert f"{summary['models']['adapter']['accuracy']:.3f} [" in report
     with layout.confusion_plot.open() as handle:

@@ -111,3 +111,13 @@ def test_unknown_optional_gate_is_a_config_error(tmp_path):
     path.write_text("promote:\n  optional_gates: [beats_bse]\n")
     with pytest.raises(ConfigError, match="beats_bse"):
         load_params(path)
+
+
+def test_the_retention_gate_judges_the_point_drop_and_shows_its_interval():
+    uncertain = evaluation(retention_drop=0.04)
+    uncertain["models"]["adapter"].update(retention_drop_low=-0.06, retention_drop_high=0.14)
+    outcome = outcomes_by_name(uncertain)["retention"]
+    assert outcome.status == "pass" and outcome.reason == "retention drop 0.0400 [-0.0600, +0.1400] <= 0.0500"
+    above = evaluation(retention_drop=0.06)
+    above["models"]["adapter"].update(retention_drop_low=-0.04, retention_drop_high=0.16)
+    assert outcomes_by_name(above)["retention"].status == "fail"  # inside the noise, but the point is over

@@ -49,6 +49,17 @@ class Layout:
         return self.root / "data" / "rehearsal" / "answers.jsonl"
 
     @property
+    def rehearsal_summary(self) -> Path:
+        """What the rehearsal stage generated (items, answer tokens, seconds, its cache key)."""
+        return self.root / "data" / "rehearsal" / "summary.json"
+
+    @property
+    def rehearsal_cache(self) -> Path:
+        """Generated rehearsal answers by content key, outside every DVC out, so a re-run with the same base,
+        prompts and settings generates nothing."""
+        return self.cache_dir / "rehearsal"
+
+    @property
     def prepared_dir(self) -> Path:
         return self.root / "data" / "prepared"
 

@@ -150,6 +150,12 @@ def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> Evaluati
             scores.update(retention_low=kept["low"], retention_high=kept["high"])
         if "retention" in scores and base_retention is not None:
             scores["retention_drop"] = base_retention - scores["retention"]
+            base_items = runs["base"].get("retention_items") or []
+            if name != "base" and len(base_items) == len(run["retention_items"]):
+                # Paired over the same retention items: base minus this model (positive: forgotten).
+                drop = paired_difference([float(i["retained"]) for i in base_items],
+                                         [float(i["retained"]) for i in run["retention_items"]], **boot)
+                scores.update(retention_drop_low=drop["low"], retention_drop_high=drop["high"])
         if name == "base":
             scores["cached"] = run["cached"]
         models[name] = ModelScores(**scores)

@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 from loraops.core import atomic_write_text
-from loraops.evaluation.records import EvaluationSummary
+from loraops.evaluation.records import EvaluationSummary, ModelScores
 
 COLUMNS = ["model", "metric", "value", "low", "high"]
 MODEL_ORDER = ("base", "adapter", "full")
@@ -98,8 +98,16 @@ def markdown_table(summary: EvaluationSummary) -> str:
         s = summary.models[name]
         lines.append(f"| {name} | {_with_interval(s.score(metric), *s.interval(metric))} | "
                      f"{_with_interval(s.retention, s.retention_low, s.retention_high)} | "
-                     f"{'–' if s.retention_drop is None else f'{s.retention_drop:+.3f}'} |")
+                     f"{_drop(s)} |")
     return "\n".join(lines) + "\n"
+
+
+def _drop(scores: ModelScores) -> str:
+    if scores.retention_drop is None:
+        return "–"
+    if scores.retention_drop_low is None:
+        return f"{scores.retention_drop:+.3f}"
+    return f"{scores.retention_drop:+.3f} [{scores.retention_drop_low:+.3f}, {scores.retention_drop_high:+.3f}]"
 
 
 def _with_interval(value: float | None, low: float | None, high: float | None) -> str:

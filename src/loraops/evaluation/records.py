@@ -36,6 +36,8 @@ class ModelScores(Record):
     retention_low: float | None = None  # bootstrap interval of retention over the retention items
     retention_high: float | None = None
     retention_drop: float | None = None  # base retention minus this model's (positive: forgotten)
+    retention_drop_low: float | None = None  # paired bootstrap interval of the drop (same retention items)
+    retention_drop_high: float | None = None
     cached: bool | None = None  # the base model's scores came from the evaluation cache
 
     def score(self, metric: str) -> float | None:

@@ -15,7 +15,7 @@ from loraops.modeling import safetensors_bytes
 from loraops.training import BaselineRecord, TrainRecord, read_baseline
 
 TRAINING_KEYS = {"trainable_params", "total_params", "adapter_bytes", "adapter_to_base_size", "train_seconds",
-                 "peak_memory_mb"}
+                 "peak_memory_mb", "rehearsal_share", "rehearsal_rows", "rehearsal_tokens"}
 
 
 def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
@@ -62,7 +62,9 @@ def render_report(summary: EvaluationSummary, per_label: dict[str, dict], facts:
     for name, scores in models.items():
         fact = facts.get(name, {})
         retention = ("–" if "retention" not in scores else
-                     f"{scores['retention']:.3f} ({_num(scores.get('retention_drop'), '+.3f')})")
+                     f"{scores['retention']:.3f} ({_num(scores.get('retention_drop'), '+.3f')}"
+                     + ("" if scores.get("retention_drop_low") is None else
+                        f" [{scores['retention_drop_low']:+.3f}, {scores['retention_drop_high']:+.3f}]") + ")")
         size = ("–" if name == "base" or fact.get("adapter_to_base_size") is None
                 else f"{fact['adapter_to_base_size'] * 100:.1f} %")
         row = [name + (" (cached)" if scores.get("cached") else ""),
@@ -86,7 +88,14 @@ def render_report(summary: EvaluationSummary, per_label: dict[str, dict], facts:
     else:
         lines.append("- No full fine-tune (models/full) to compare with: run the baseline stage for it.")
     lines += ["", "Retention: share of the built-in general prompts (loraops.retention) answered right, "
-              "rendered without the task's system prompt; drop = base minus model (positive = forgotten).", ""]
+              "rendered without the task's system prompt; drop = base minus model (positive = forgotten), "
+              "with its paired bootstrap interval over the same items."]
+    rehearsed = {name: fact for name, fact in facts.items() if fact.get("rehearsal_rows")}
+    lines += [f"Rehearsal ({name}): {fact['rehearsal_rows']} of the training rows were the base model's own answers "
+              f"to general prompts (share {fact['rehearsal_share']:.2f}, {fact['rehearsal_tokens']} answer tokens)."
+              for name, fact in rehearsed.items()] or ["No rehearsal rows were mixed into training "
+                                                       "(train.rehearsal.share is 0)."]
+    lines.append("")
     adapter_labels = per_label.get("adapter")
     if adapter_labels:
         lines += ["## Per label (adapter)", "", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]

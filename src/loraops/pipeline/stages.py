@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from loraops import data, evaluation, modeling, prepare, registry, search, training, validation
+from loraops import data, evaluation, modeling, prepare, registry, rehearsal, search, training, validation
 from loraops.config import Params
 from loraops.core import Layout, StageOrderError
 from loraops.core.pipeline_run import begin_stage, fail_pass, pipeline_run_id, start_pass
@@ -24,7 +24,7 @@ def preflight(params: Params, layout: Layout) -> None:
 
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
-    "base_model": modeling.base_model_stage, "ingest": data.ingest_stage, "validate": validation.validate_stage,
+    "base_model": modeling.base_model_stage, "rehearsal": rehearsal.rehearsal_stage, "ingest": data.ingest_stage, "validate": validation.validate_stage,
     "prepare": prepare.prepare_stage, "search": search.search_stage, "train": training.train_stage,
     "baseline": training.baseline_stage, "evaluate": evaluation.evaluate_stage, "register": registry.register_stage,
 }

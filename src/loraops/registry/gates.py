@@ -91,8 +91,12 @@ def retention(evaluation: EvaluationSummary, params: PromoteParams) -> GateOutco
     drop = _score(evaluation, "adapter", "retention_drop")
     if drop is None:
         return _missing(name, "no adapter retention_drop in eval.json", params)
+    # The verdict is the point drop, as before; the paired interval goes beside it so that a reader sees how
+    # sure it is (on ~100 items a drop of 0.05 is well inside the noise).
     verdict: Status = "pass" if drop <= params.max_retention_drop else "fail"
-    return GateOutcome(name, verdict, f"retention drop {drop:.4f} "
+    low, high = (_score(evaluation, "adapter", f"retention_drop_{end}") for end in ("low", "high"))
+    interval = "" if low is None or high is None else f" [{low:+.4f}, {high:+.4f}]"
+    return GateOutcome(name, verdict, f"retention drop {drop:.4f}{interval} "
                                       f"{'<=' if verdict == 'pass' else '>'} {params.max_retention_drop:.4f}")
 
 

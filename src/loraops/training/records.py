@@ -31,6 +31,11 @@ class TrainRecord(Record):
     memory_before_train_mb: float
     device: str
     torch_threads: int
+    # Rehearsal pairs mixed into the train split (train.rehearsal.share): how many, and their answer tokens,
+    # i.e. what forgetting protection cost in training data.
+    rehearsal_share: float = 0.0
+    rehearsal_rows: int = 0
+    rehearsal_tokens: int = 0
     # Written by the train stage once the adapter is saved and merged (none for the full fine-tune).
     adapter_bytes: int | None = None
     adapter_to_base_size: float | None = None

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import random
 
-from loraops.core import ConfigError
+from loraops.core import ConfigError, Layout, read_jsonl
+
+
+def load_rehearsal_rows(layout: Layout) -> list[dict]:
+    """The rehearsal pairs the ``rehearsal`` stage wrote (``data/rehearsal/answers.jsonl``); ``[]`` before it ran,
+    which :func:`mix_rehearsal` turns into a clear error when a share needs them."""
+    return read_jsonl(layout.rehearsal_answers) if layout.rehearsal_answers.is_file() else []
 
 
 def rehearsal_count(train_rows: int, share: float) -> int:

@@ -11,7 +11,26 @@ from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
 from loraops.training.curves import write_curve
 from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
 from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice
+from loraops.training.rehearsal import load_rehearsal_rows, mix_rehearsal, rehearsal_count
 from loraops.training.trainer import train
+
+
+def training_splits(params: Params, layout: Layout) -> tuple[dict[str, list[dict]], dict]:
+    """The prepared splits with rehearsal pairs (``data/rehearsal/answers.jsonl``) mixed into ``train`` at
+    ``train.rehearsal.share``, and what that added (rows, share, answer tokens) for the stage's record.
+    Validation (and test) stay the task's own, so val loss and early stopping judge the task only."""
+    splits = load_splits(layout)
+    share = params.train.rehearsal.share
+    added = {"rehearsal_share": share, "rehearsal_rows": rehearsal_count(len(splits["train"]), share),
+             "rehearsal_tokens": 0}
+    if added["rehearsal_rows"] == 0:
+        return splits, added
+    mixed = mix_rehearsal(splits["train"], load_rehearsal_rows(layout), share, params.project.seed)
+    task_prompts = {row["prompt"] for row in splits["train"]}
+    drawn = [row["completion"] for row in mixed if row["prompt"] not in task_prompts]
+    tokenizer = load_tokenizer(layout.base_model_dir)
+    added["rehearsal_tokens"] = sum(len(ids) for ids in tokenizer(drawn, add_special_tokens=False)["input_ids"])
+    return {**splits, "train": mixed}, added
 
 
 def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float]:
@@ -28,7 +47,8 @@ def train_stage(params: Params, layout: Layout) -> dict:
     loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`)."""
     require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
     lora, learning_rate = chosen_config(params, layout)
-    splits = load_splits(layout)
+    task_splits = load_splits(layout)
+    splits, rehearsal = training_splits(params, layout)
     train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate})
     # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
     work = layout.work_dir("train")
@@ -40,7 +60,7 @@ def train_stage(params: Params, layout: Layout) -> dict:
         model.save_pretrained(staging, safe_serialization=True)
         labels = load_labels(layout)
         template = prompt_template(labels, load_tokenizer(layout.base_model_dir), params.prepare,
-                                   splits["train"] + splits["val"])
+                                   task_splits["train"] + task_splits["val"])
         write_json(staging / PROMPT_FILE, prompt_spec(labels, params.prepare, template))
         adapter_bytes = safetensors_bytes(staging)
         del model
@@ -48,7 +68,7 @@ def train_stage(params: Params, layout: Layout) -> dict:
         merge_diff = merge_adapter(layout.base_model_dir, staging, layout.merged_dir, splits["val"],
                                    params.train.merge_tolerance)
     record = record.model_copy(update={
-        "adapter_bytes": adapter_bytes, "merge_max_abs_logit_diff": merge_diff,
+        **rehearsal, "adapter_bytes": adapter_bytes, "merge_max_abs_logit_diff": merge_diff,
         "adapter_to_base_size": adapter_bytes / safetensors_bytes(layout.base_model_dir)})
     write_curve(layout.train_curve, curves.train, "train_loss")
     write_curve(layout.val_curve, curves.val, "val_loss")
@@ -67,10 +87,12 @@ def baseline_stage(params: Params, layout: Layout) -> dict:
         return disabled.to_json()
     require(layout.base_model_dir, layout.prepared_dir)
     work = layout.work_dir("baseline")
-    model, record, _ = train(layout.base_model_dir, load_splits(layout), params.train, params.project.seed,
+    # The same rehearsal mix as the adapter's, so the comparison stays fair.
+    splits, rehearsal = training_splits(params, layout)
+    model, record, _ = train(layout.base_model_dir, splits, params.train, params.project.seed,
                              params.prepare.max_length, work, None, learning_rate=params.baseline.learning_rate)
     save_full_model(model, layout.base_model_dir, layout.full_model_dir, record.steps)
-    baseline = BaselineRecord(**record.model_dump())
+    baseline = BaselineRecord(**{**record.model_dump(), **rehearsal})
     baseline.write(layout.baseline_metrics)
     shutil.rmtree(work, ignore_errors=True)
     return baseline.to_json()
