@@ -1,8 +1,9 @@
 """A content-addressed cache of the base model's evaluation, so it re-runs only when something it depends on changes.
 
 The key hashes everything the base model's scores depend on: the base model's files (content), the test
-rows (prompts, answers, labels), the eval params, the shots and system prompt it is asked with, the metric code (``evals/`` modules and the evaluator
-modules) and the versions of the libraries that compute them. Any change gives a new key, hence a miss.
+rows (prompts, answers, labels), the eval params (constraint and number of shots among them), the shots and
+system prompt it is asked with, the metric code (``evals/`` modules, the evaluator and prompt modules) and
+the versions of the libraries that compute them. Any change gives a new key, hence a miss.
 It lives in the library (not a DAG stage), so ``dvc repro``, the Prefect flow and ``loraops stage`` all
 hit it; the folder is ``.loraops/eval-cache`` (a cache, never a pipeline output).
 """
