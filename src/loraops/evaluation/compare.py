@@ -4,8 +4,9 @@ Every model goes through :func:`loraops.evaluation.evaluator.run_model` (same ba
 constrained to the label set on label tasks, normalisation; the base model asked at its best). The base
 model's result comes from a content-addressed cache when nothing it depends on changed. On label tasks a
 classical reference (``tfidf``: TF-IDF + logistic regression on the train split) is reported beside them.
-Outputs: ``metrics/eval.json`` (:class:`EvaluationSummary`, what the promotion gates read), per-item predictions, per-label scores, the confusion matrix (DVC plot + PNG), retention answers and a
-markdown report.
+Outputs: ``metrics/eval.json`` (:class:`EvaluationSummary`, what the promotion gates read), per-item
+predictions, per-label scores, the confusion matrix (DVC plot + PNG), retention answers and a markdown
+report.
 """
 
 from __future__ import annotations
