@@ -144,6 +144,8 @@ def test_registered_model_loads_offline_and_predicts_like_the_local_adapter(fini
     texts = ["where is my parcel", "I want my money back"]
     answers = served.predict({"text": texts})
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    # Decoded within the label set, as evaluated: even the tiny model's noise is always one of the labels.
+    assert set(answers) <= set(read_json(layout.prepared_dir / "labels.json"))
 
     # Numeric round trip: the adapter MLflow hands back gives the same logits as the one we trained.
     downloaded = Path(mlflow.artifacts.download_artifacts(run_id=reg["run_id"], artifact_path="adapter"))
