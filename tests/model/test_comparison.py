@@ -29,8 +29,16 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
     test_rows = load_splits(layout)["test"]
     assert on_disk["headline"] == "accuracy" and on_disk["test_items"] == len(test_rows)
     assert len(on_disk["test_set_sha256"]) == 64
-    assert set(on_disk["models"]) == {"base", "adapter", "full"}
+    assert set(on_disk["models"]) == {"base", "adapter", "full", "tfidf"}
+    tfidf = on_disk["models"].pop("tfidf")  # the classical reference: scored on the same items, no retention
+    assert 0 <= tfidf["accuracy_low"] <= tfidf["accuracy"] <= tfidf["accuracy_high"] <= 1
+    assert tfidf["items"] == len(test_rows) and "retention" not in tfidf and "perplexity" not in tfidf
+    assert on_disk["differences"]["adapter_minus_tfidf"]["mean"] == pytest.approx(
+        on_disk["models"]["adapter"]["accuracy"] - tfidf["accuracy"])
+    assert on_disk["constrained"] is True
+    assert on_disk["base_prompting"] == {"labels_listed": True, "shots": params.eval.base_shots, "constrained": True}
     for name, scores in on_disk["models"].items():
+        assert 0 <= scores["accuracy_unconstrained"] <= 1, name  # the free answers' accuracy, beside
         for key in ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "perplexity", "retention",
                     "retention_drop", "items", "seconds"):
             assert isinstance(scores[key], (int, float)) and not isinstance(scores[key], bool), (name, key)
@@ -55,7 +63,8 @@ def test_eval_json_follows_the_schema_the_promotion_gates_read(evaluated):
 def test_report_confusion_matrix_and_per_label_scores_are_written(evaluated):
     layout, _, summary = evaluated
     report = layout.eval_report.read_text()
-    for row in ("| base", "| adapter", "| full", "adapter minus base", "adapter minus full", "Recovered share",
+    for row in ("| base", "| adapter", "| full", "| tfidf", "adapter minus base", "adapter minus full",
+                "adapter minus tfidf", "Recovered share", "asked at its best", "accuracy_unconstrained",
                 "No rehearsal rows"):
         assert row in report
     assert f"{summary['models']['adapter']['accuracy']:.3f} [" in report
@@ -64,10 +73,12 @@ def test_report_confusion_matrix_and_per_label_scores_are_written(evaluated):
     assert len(confusion) == summary["test_items"] and set(confusion[0]) == {"actual", "predicted"}
     per_label = read_json(layout.eval_report.parent / "per_label.json")
     labels = read_json(layout.prepared_dir / "labels.json")
-    assert set(per_label) == {"base", "adapter", "full"} and set(per_label["adapter"]) == set(labels)
+    assert set(per_label) == {"base", "adapter", "full", "tfidf"} and set(per_label["adapter"]) == set(labels)
     assert (layout.eval_report.parent / "confusion.png").stat().st_size > 1000
     retention = (layout.eval_report.parent / "retention.jsonl").read_text().splitlines()
-    assert len(retention) == 3 * len(RETENTION_ITEMS)
+    assert len(retention) == 3 * len(RETENTION_ITEMS)  # tfidf answers no general prompts
+    plotted = {(r["model"], r["metric"]) for r in csv.DictReader(layout.comparison_plot.open())}
+    assert ("tfidf", "accuracy") in plotted and ("tfidf", "retention") not in plotted
 
 
 def test_base_evaluation_is_cached_until_test_data_or_eval_params_change(evaluated):
@@ -76,8 +87,16 @@ def test_base_evaluation_is_cached_until_test_data_or_eval_params_change(evaluat
     rows = load_splits(layout)["test"]
     labels = read_json(layout.prepared_dir / "labels.json")
     ep = params.eval
-    hit = evaluate_base_cached(layout, rows, ep, labels)
+    train = load_splits(layout)["train"]
+    hit = evaluate_base_cached(layout, rows, ep, labels, train, params.prepare)
     assert hit["cached"] is True and hit["metrics"]["accuracy"] == summary["models"]["base"]["accuracy"]
+    # The shots are part of what the base model is asked: other shots, or another number of them, is a miss.
+    assert evaluate_base_cached(layout, rows, ep, labels, train[1:], params.prepare)["cached"] is False
+    fewer_shots = ep.model_copy(update={"base_shots": 2, "retention": False})
+    assert evaluate_base_cached(layout, rows, fewer_shots, labels, train, params.prepare)["cached"] is False
+    assert evaluate_base_cached(layout, rows, fewer_shots, labels, train, params.prepare)["cached"] is True
+    free = fewer_shots.model_copy(update={"constrained": False})
+    assert evaluate_base_cached(layout, rows, free, labels, train, params.prepare)["cached"] is False
     fewer = evaluate_base_cached(layout, rows[:-1], ep, labels)
     assert fewer["cached"] is False and fewer["metrics"]["items"] == len(rows) - 1
     changed = ep.model_copy(update={"max_new_tokens": 3, "retention": False})

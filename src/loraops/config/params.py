@@ -253,6 +253,12 @@ class EvalParams(_Group):
     retention: bool = True  # score every model on the built-in retention set (forgetting)
     retention_max_new_tokens: int = Field(24, ge=1)
     cache_base: bool = True  # reuse the base model's scores while base model, test data and eval params match
+    # Label tasks: decode constrained to the label set (every answer is one label); the unconstrained
+    # accuracy is reported beside it (accuracy_unconstrained).
+    constrained: bool = True
+    # Label tasks: the base model is asked at its best, with the label set in its prompt and this many
+    # worked examples from the train split (one per label in turn) as earlier chat turns.
+    base_shots: int = Field(8, ge=0)
 
     def metric_names(self) -> list[str]:
         defaults = ["accuracy", "macro_f1", "perplexity"] if self.task == "label" else ["rouge_l", "perplexity"]

@@ -34,6 +34,38 @@ def render_row(row: dict, labels: list[str], tokenizer: Any, params: PreparePara
             "completion": f"{row['label']}{tokenizer.eos_token}"}
 
 
+def choose_shots(train_rows: list[dict], labels: list[str], count: int,
+                 exclude_texts: set[str] = frozenset()) -> list[dict]:
+    """``count`` worked examples for a few-shot prompt: one per label in turn (labels in order, the first
+    train row of each), so with at least ``count`` labels no label repeats; rows whose text is in
+    ``exclude_texts`` (the test requests) are never shots. Deterministic: the same train split gives the
+    same shots, which the base model's evaluation cache relies on."""
+    pools = {label: [r for r in train_rows if r["label"] == label and r["text"] not in exclude_texts]
+             for label in labels}
+    shots: list[dict] = []
+    depth = 0
+    while len(shots) < count and any(len(pool) > depth for pool in pools.values()):
+        shots += [pool[depth] for pool in pools.values() if len(pool) > depth][:count - len(shots)]
+        depth += 1
+    return shots
+
+
+def render_base_row(row: dict, labels: list[str], tokenizer: Any, params: PrepareParams,
+                    shots: list[dict]) -> dict[str, Any]:
+    """The base model's request at its best: the label set listed once (system message), ``shots`` as
+    earlier chat turns (user: request, assistant: label, exactly as a completion reads), then the request.
+    Same keys as :func:`render_row`, so the evaluator scores it the same way."""
+    plain = params.model_copy(update={"list_labels_in_prompt": False})
+    messages = [{"role": "system", "content": f"{params.system_prompt}\nIntents: {', '.join(labels)}"}]
+    for shot in shots:
+        messages += [{"role": "user", "content": user_message(shot["text"], labels, plain)},
+                     {"role": "assistant", "content": shot["label"]}]
+    messages.append({"role": "user", "content": user_message(row["text"], labels, plain)})
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return {"text": row["text"], "label": row["label"], "prompt": prompt,
+            "completion": f"{row['label']}{tokenizer.eos_token}"}
+
+
 def prompt_template(labels: list[str], tokenizer: Any, params: PrepareParams, rows: list[dict]) -> str | None:
     """The prompt as rendered at training time, with :data:`TEXT_SLOT` where the request goes: serving fills
     it in instead of rendering again, so neither a later code change nor another chat template changes what

@@ -1,8 +1,9 @@
 """A content-addressed cache of the base model's evaluation, so it re-runs only when something it depends on changes.
 
 The key hashes everything the base model's scores depend on: the base model's files (content), the test
-rows (prompts, answers, labels), the eval params, the metric code (``evals/`` modules and the evaluator
-modules) and the versions of the libraries that compute them. Any change gives a new key, hence a miss.
+rows (prompts, answers, labels), the eval params (constraint and number of shots among them), the shots and
+system prompt it is asked with, the metric code (``evals/`` modules, the evaluator and prompt modules) and
+the versions of the libraries that compute them. Any change gives a new key, hence a miss.
 It lives in the library (not a DAG stage), so ``dvc repro``, the Prefect flow and ``loraops stage`` all
 hit it; the folder is ``.loraops/eval-cache`` (a cache, never a pipeline output).
 """
@@ -18,7 +19,7 @@ from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
 from loraops.evaluation.metrics import METRIC_MODULES, metric_path
 
 # The evaluator's own code: a change to how answers are generated or scored is a change of the result.
-_EVALUATOR_MODULES = ("evaluator.py", "metrics.py", "retention.py", "cache.py")
+_EVALUATOR_MODULES = ("evaluator.py", "metrics.py", "retention.py", "cache.py", "constrained.py")
 
 
 def rows_sha256(rows: list[dict]) -> str:
@@ -32,6 +33,7 @@ def metric_code_digest(root: Path, metric_names: list[str]) -> dict[str, str]:
     paths = {f"evals/{METRIC_MODULES[name]}": metric_path(METRIC_MODULES[name], root) for name in metric_names}
     paths.update({f"loraops/evaluation/{name}": library / name for name in _EVALUATOR_MODULES})
     paths["loraops/data/answers.py"] = library.parent / "data" / "answers.py"  # the answer normalisation
+    paths["loraops/data/prompts.py"] = library.parent / "data" / "prompts.py"  # the base model's prompt
     return {key: sha256_file(path) for key, path in sorted(paths.items())}
 
 
@@ -50,11 +52,14 @@ class BaseEvalCache:
         self.memo = memo
 
     def key(self, base_dir: Path, rows: list[dict], params: EvalParams, root: Path,
-            labels: list[str] | None) -> str:
-        """The cache key: the base model's files (content), the test rows, the eval params, the label set, the
-        metric and evaluator code, and the torch and transformers versions."""
+            labels: list[str] | None, shots: list[dict] | None = None, system_prompt: str | None = None) -> str:
+        """The cache key: the base model's files (content), the test rows, the eval params (constraint and
+        number of shots among them), the label set, the shots and system prompt of the base model's prompt,
+        the metric, evaluator and prompt code, and the torch and transformers versions."""
         parts = {"base_model": tree_sha256(base_dir, self.memo), "test_rows": rows_sha256(rows),
                  "eval_params": params.model_dump(mode="json"), "labels": sorted(labels or []),
+                 "base_prompt": {"shots": [{"text": r["text"], "label": r["label"]} for r in shots or []],
+                                 "system_prompt": system_prompt},
                  "code": metric_code_digest(root, params.metric_names()),
                  "libraries": library_versions()}
         self.memo.save()

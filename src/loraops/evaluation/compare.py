@@ -1,10 +1,12 @@
 """The ``evaluate`` stage: base model vs adapter vs full fine-tune, with intervals and forgetting.
 
-Every model goes through :func:`loraops.evaluation.evaluator.run_model` (same prompts, batching, greedy
-decoding, normalisation). The base model's result comes from a content-addressed cache when nothing it
-depends on changed. Outputs: ``metrics/eval.json`` (:class:`EvaluationSummary`, what the promotion gates
-read), per-item predictions, per-label scores, the confusion matrix (DVC plot + PNG), retention answers and a
-markdown report.
+Every model goes through :func:`loraops.evaluation.evaluator.run_model` (same batching, greedy decoding,
+constrained to the label set on label tasks, normalisation; the base model asked at its best). The base
+model's result comes from a content-addressed cache when nothing it depends on changed. On label tasks a
+classical reference (``tfidf``: TF-IDF + logistic regression on the train split) is reported beside them.
+Outputs: ``metrics/eval.json`` (:class:`EvaluationSummary`, what the promotion gates read), per-item
+predictions, per-label scores, the confusion matrix (DVC plot + PNG), retention answers and a markdown
+report.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-from loraops.config import EvalParams, Params
+from loraops.config import EvalParams, Params, PrepareParams
 from loraops.core import Layout, atomic_dir, atomic_write_text, read_json, require, write_json, write_jsonl
 from loraops.core.hashing import HashMemo
-from loraops.data import load_splits
+from loraops.data import choose_shots, load_splits
 from loraops.evaluation.cache import BaseEvalCache, rows_sha256
+from loraops.evaluation.classical import MODEL_NAME, run_tfidf
 from loraops.evaluation.comparison import comparison_png, comparison_rows, write_comparison_csv
 from loraops.evaluation.evaluator import run_model
 from loraops.evaluation.metrics import normalise_answer
@@ -41,13 +44,20 @@ def candidate_models(params: EvalParams, layout: Layout) -> dict[str, dict[str, 
     return models
 
 
-def evaluate_base_cached(layout: Layout, rows: list[dict], params: EvalParams,
-                         labels: list[str] | None) -> dict[str, Any]:
+def evaluate_base_cached(layout: Layout, rows: list[dict], params: EvalParams, labels: list[str] | None,
+                         shots_from: list[dict] | None = None, prepare: PrepareParams | None = None) -> dict[str, Any]:
+    """The base model's run (asked at its best on a label task: shots from ``shots_from``, the train split),
+    from the cache while nothing it depends on changed."""
+    prepare = prepare or PrepareParams()
+    shots = (choose_shots(shots_from or [], labels, params.base_shots, {r["text"] for r in rows})
+             if labels and params.task == "label" else [])
     cache = BaseEvalCache(layout.cache_dir / "eval-cache", HashMemo(layout.hash_memo))
-    key = cache.key(layout.base_model_dir, rows, params, layout.root, labels) if params.cache_base else None
+    key = (cache.key(layout.base_model_dir, rows, params, layout.root, labels, shots, prepare.system_prompt)
+           if params.cache_base else None)
     if key is not None and (hit := cache.get(key)) is not None:
         return {**hit, "cached": True}
-    result = run_model(layout.base_model_dir, rows, params.batch_size, layout.root, params=params, labels=labels)
+    result = run_model(layout.base_model_dir, rows, params.batch_size, layout.root, params=params, labels=labels,
+                       shots_from=shots_from, prepare=prepare)
     if key is not None:
         cache.put(key, result)
     return {**result, "cached": False}
@@ -71,7 +81,7 @@ def uncertainty(runs: dict[str, dict], params: EvalParams, labels: list[str]) ->
     for model, score in scorer.items():
         intervals[model] = (statistic_interval(score, n, **boot) if callable(score)
                             else mean_interval(score, **boot))
-    for other in ("base", "full"):
+    for other in ("base", "full", MODEL_NAME):
         if "adapter" in scorer and other in scorer:
             a, b = scorer["adapter"], scorer[other]
             differences[f"adapter_minus_{other}"] = (
@@ -123,20 +133,26 @@ def confusion_png(rows: list[dict[str, str]], target: Path, title: str) -> bool:
 def evaluate_stage(params: Params, layout: Layout) -> dict[str, Any]:
     """The ``evaluate`` stage over the first ``eval.max_items`` test rows."""
     require(layout.adapter_dir, layout.prepared_dir)
-    return run_evaluation(params, layout, load_splits(layout)["test"][: params.eval.max_items]).to_json()
+    splits = load_splits(layout)
+    return run_evaluation(params, layout, splits["test"][: params.eval.max_items], splits["train"]).to_json()
 
 
-def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> EvaluationSummary:
+def run_evaluation(params: Params, layout: Layout, rows: list[dict],
+                   train_rows: list[dict] | None = None) -> EvaluationSummary:
+    """Every candidate model on ``rows``; on a label task also the tfidf reference, fit on ``train_rows``
+    (the train split, which also gives the base model its shots)."""
     ep = params.eval
     labels_file = layout.prepared_dir / "labels.json"
     labels = read_json(labels_file) if labels_file.is_file() and ep.task == "label" else []
     runs: dict[str, dict] = {}
     for name, location in candidate_models(ep, layout).items():
         if name == "base":
-            runs[name] = evaluate_base_cached(layout, rows, ep, labels or None)
+            runs[name] = evaluate_base_cached(layout, rows, ep, labels or None, train_rows, params.prepare)
         else:
             runs[name] = run_model(layout.base_model_dir, rows, ep.batch_size, layout.root, params=ep,
                                    labels=labels or None, **location)
+    if labels and train_rows:
+        runs[MODEL_NAME] = run_tfidf(train_rows, rows, ep, layout.root, labels)
     headline = ep.headline_metric()
     intervals, differences = uncertainty(runs, ep, labels)
     models: dict[str, ModelScores] = {}
@@ -165,7 +181,8 @@ def run_evaluation(params: Params, layout: Layout, rows: list[dict]) -> Evaluati
         differences={k: Interval(**v) for k, v in differences.items()},
         recovered_share=recovered_share(models, headline),
         gain_over_base=(models["adapter"].score(headline) - models["base"].score(headline)) if "base" in models
-        else None)
+        else None, constrained=bool(labels) and ep.constrained,
+        base_prompting=runs.get("base", {}).get("prompting"))
     per_label = {name: run["metrics"]["per_label"] for name, run in runs.items() if "per_label" in run["metrics"]}
     confusion = confusion_rows(runs["adapter"]["items"], labels) if ep.task == "label" else []
     facts = training_facts(layout)

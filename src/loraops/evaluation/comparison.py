@@ -94,7 +94,7 @@ def markdown_table(summary: EvaluationSummary) -> str:
     metric = summary.headline
     pct = round(summary.confidence * 100)
     lines = [f"| model | {metric} [{pct} % CI] | retention [{pct} % CI] | retention drop |", "|---|---|---|---|"]
-    for name in [m for m in MODEL_ORDER if m in summary.models]:
+    for name in [m for m in MODEL_ORDER if m in summary.models] + [m for m in summary.models if m not in MODEL_ORDER]:
         s = summary.models[name]
         lines.append(f"| {name} | {_with_interval(s.score(metric), *s.interval(metric))} | "
                      f"{_with_interval(s.retention, s.retention_low, s.retention_high)} | "

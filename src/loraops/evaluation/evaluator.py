@@ -1,7 +1,10 @@
 """One evaluator for every model: the base model (``adapter_dir=None``), an adapter, a full fine-tune.
 
-All of them go through the same prompts, batching, greedy decoding and answer normalisation, so their
-scores differ only because the models differ. Scoring is :mod:`loraops.evaluation.metrics`; the stage that
+All of them go through the same batching, greedy decoding (constrained to the label set on label tasks) and
+answer normalisation. The trained models get the prepared prompts; on a label task the base model, which
+was never taught the labels, is asked at its best instead (the labels listed, worked examples from the
+train split): the comparison is with the base model prompted well, not with one that never saw the
+label names. Scoring is :mod:`loraops.evaluation.metrics`; the stage that
 compares models is :mod:`loraops.evaluation.compare`.
 """
 
@@ -11,18 +14,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loraops.config import EvalParams
+from loraops.config import EvalParams, PrepareParams
 from loraops.core import ModelError
-from loraops.evaluation.metrics import score_answers
+from loraops.data import choose_shots, render_base_row
+from loraops.evaluation.constrained import LabelConstraint
+from loraops.evaluation.metrics import load_metric, normalise_answer, score_answers
 from loraops.evaluation.retention import retention_prompts, score_retention
 from loraops.modeling import device, load_base, load_for_inference, load_tokenizer, recorded_trust
 
+
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int,
-                     max_new_tokens: int) -> list[str]:
-    """Greedy answers for ``prompts`` in batches (left padding so generation continues each prompt)."""
+                     max_new_tokens: int, *, labels: list[str] | None = None) -> list[str]:
+    """Greedy answers for ``prompts`` in batches (left padding so generation continues each prompt).
+
+    With ``labels`` every answer is exactly one of them (:class:`LabelConstraint`; at least as many new
+    tokens as the longest label needs); ``None`` decodes unconstrained.
+    """
     import torch
     from tqdm.auto import tqdm
 
+    constraint = LabelConstraint(tokenizer, labels) if labels else None
+    if constraint is not None:
+        max_new_tokens = max(max_new_tokens, constraint.longest)
     # Prompts of similar length share a batch (less padding to compute); answers go back in input order.
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -31,10 +44,13 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size:
         chosen = order[start:start + batch_size]
         batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device())
+        width = batch["input_ids"].shape[1]
+        constrained = {} if constraint is None else {"prefix_allowed_tokens_fn": constraint.prefix_fn(width)}
         with torch.inference_mode():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        new_tokens = out[:, batch["input_ids"].shape[1]:]
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 **constrained)
+        new_tokens = out[:, width:]
         for i, text in zip(chosen, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
             answers[i] = text
     return answers
@@ -95,30 +111,58 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None, model_dir: Path 
     return model, load_tokenizer(tokenizer_dir, padding_side="left", trust_remote_code=trust)
 
 
+def base_prompts(rows: list[dict], labels: list[str], tokenizer: Any, params: EvalParams,
+                 prepare: PrepareParams, shots_from: list[dict] | None) -> tuple[list[str], dict[str, Any]]:
+    """The base model's prompts at its best (label set listed, ``eval.base_shots`` train examples as chat
+    turns, never a test request) and how it was prompted (``base_prompting`` in eval.json)."""
+    shots = choose_shots(shots_from or [], labels, params.base_shots, {r["text"] for r in rows})
+    prompts = [render_base_row(r, labels, tokenizer, prepare, shots)["prompt"] for r in rows]
+    return prompts, {"labels_listed": True, "shots": len(shots), "constrained": params.constrained}
+
+
 def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, adapter_dir: Path | None = None,
               model_dir: Path | None = None, params: EvalParams | None = None,
-              labels: list[str] | None = None) -> dict[str, Any]:
-    """Everything the comparison needs from one model: metrics, per-item records, retention answers."""
+              labels: list[str] | None = None, *, shots_from: list[dict] | None = None,
+              prepare: PrepareParams | None = None) -> dict[str, Any]:
+    """Everything the comparison needs from one model: metrics, per-item records, retention answers.
+
+    On a label task (``labels`` given) answers are decoded within the label set when ``eval.constrained``
+    (``accuracy`` is then the constrained one; ``accuracy_unconstrained``, from a second pass over the same
+    batches, stands beside it), and the base model (no adapter, no model_dir) is asked at its best
+    (:func:`base_prompts`, with shots from ``shots_from``, the train split, and ``prepare``'s system prompt).
+    """
     params = params or EvalParams()
     if not rows:
         raise ValueError("no test rows to evaluate")
     model, tokenizer = load_model(base_dir, adapter_dir, model_dir)
+    label_task = params.task == "label" and bool(labels)
+    prompts, prompting = [r["prompt"] for r in rows], None
+    if label_task and adapter_dir is None and model_dir is None:
+        prompts, prompting = base_prompts(rows, labels, tokenizer, params, prepare or PrepareParams(), shots_from)
+    constraint = labels if label_task and params.constrained else None
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)
+    max_new_tokens = params.max_new_tokens or longest + 2
     started = time.perf_counter()
-    raw = generate_answers(model, tokenizer, [r["prompt"] for r in rows], batch_size,
-                           max_new_tokens=params.max_new_tokens or longest + 2)
+    raw = generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens, labels=constraint)
     seconds = time.perf_counter() - started
     nll = None
     if "perplexity" in params.metric_names():
-        nll = answer_nll(model, tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], batch_size)
+        nll = answer_nll(model, tokenizer, prompts, [r["completion"] for r in rows], batch_size)
     metrics, items = score_answers(raw, rows, nll, params, root, labels)
     metrics.update({"items": len(rows), "seconds": seconds, "items_per_second": len(rows) / seconds})
+    if constraint is not None:  # nothing hidden: what the same model answers when it may say anything
+        free = [normalise_answer(a) for a in generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens)]
+        for item, answer in zip(items, free):
+            item["unconstrained"] = answer
+        metrics["accuracy_unconstrained"] = load_metric("accuracy", root).compute(
+            predictions=free, references=[i["label"] for i in items])["accuracy"]
     retention_items: list[dict[str, Any]] = []
     if params.retention:
         answers = generate_answers(model, tokenizer, retention_prompts(tokenizer), batch_size,
                                    max_new_tokens=params.retention_max_new_tokens)
         metrics["retention"], retention_items = score_retention(answers)
-    return {"metrics": metrics, "items": items, "retention_items": retention_items}
+    result = {"metrics": metrics, "items": items, "retention_items": retention_items}
+    return result if prompting is None else {**result, "prompting": prompting}
 
 
 def evaluate_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, adapter_dir: Path | None = None,

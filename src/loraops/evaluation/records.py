@@ -24,6 +24,7 @@ class ModelScores(Record):
     accuracy: float | None = None
     accuracy_low: float | None = None
     accuracy_high: float | None = None
+    accuracy_unconstrained: float | None = None  # label tasks decoded constrained: the free answers' accuracy
     macro_f1: float | None = None
     macro_f1_low: float | None = None
     macro_f1_high: float | None = None
@@ -47,6 +48,14 @@ class ModelScores(Record):
         return getattr(self, f"{metric}_low"), getattr(self, f"{metric}_high")
 
 
+class BasePrompting(Record):
+    """How the base model was asked on a label task: at its best, not with the trained models' prompt."""
+
+    labels_listed: bool
+    shots: int  # worked examples from the train split, as earlier chat turns
+    constrained: bool  # answers decoded within the label set
+
+
 class EvaluationSummary(Record):
     """Base, adapter and (when it exists) the full fine-tune, scored by the one evaluator on one test set."""
 
@@ -55,10 +64,12 @@ class EvaluationSummary(Record):
     test_set_sha256: str
     confidence: float
     bootstrap_samples: int
-    models: dict[str, ModelScores]  # "base", "adapter", "full"
+    models: dict[str, ModelScores]  # "base", "adapter", "full"; "tfidf" (label tasks: reported, never gated on)
     differences: dict[str, Interval] = {}  # "adapter_minus_base", "adapter_minus_full": paired bootstrap
     recovered_share: float | None = None  # (adapter - base) / (full - base), when the full beat the base
     gain_over_base: float | None = None  # adapter - base on the headline metric
+    constrained: bool = False  # label answers decoded within the label set (every model)
+    base_prompting: BasePrompting | None = None  # label tasks: how the base model was asked
 
     def model(self, name: str) -> ModelScores | None:
         return self.models.get(name)

@@ -37,9 +37,12 @@ TRAIN_KEYS = ("trainable_params", "total_params", "trainable_share", "train_seco
               "tokens_per_second", "steps", "train_loss", "val_loss", "best_val_loss", "adapter_bytes",
               "adapter_to_base_size")
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
-DESCRIPTIONS = {"base": "The base model, untrained, through the same evaluator.",
+DESCRIPTIONS = {"base": "The base model, untrained, through the same evaluator (on a label task asked at its best: "
+                        "the labels listed, worked examples from the train split).",
                 "adapter": "The LoRA/QLoRA adapter on the base model.",
-                "full": "The full fine-tune (every weight trained) on the same data and budget."}
+                "full": "The full fine-tune (every weight trained) on the same data and budget.",
+                "tfidf": "A classical reference: TF-IDF + logistic regression on the same train split "
+                         "(never gated on)."}
 
 
 def _number(value: Any) -> bool:
@@ -70,6 +73,8 @@ def model_params(name: str, layout: Layout, training: dict[str, Any] | None, bas
     """A few params per model that tell the three apart in the compare view (method, rank, learning rate)."""
     if name == "base":
         return {"method": "none (base model)", "base_model": base_id}
+    if name == "tfidf":
+        return {"method": "tfidf + logistic regression"}
     params = {"base_model": base_id}
     if name == "adapter":
         config = read_json(layout.adapter_dir / "adapter_config.json")

@@ -8,7 +8,8 @@ base model directory through ``model_config``. The version is self-contained all
   (:func:`loraops.modeling.verify_base_model`): another base is a clear error, never a silently wrong model;
 - the prompt is the one rendered at training time (``loraops_prompt.json`` holds the template), so a later
   change of the code or of the base's chat template cannot change what the model is asked;
-- the answer is mapped back to the original label (the model is scored on normalised answers);
+- the answer is decoded within the label set (the evaluator's constraint) and mapped back to the original
+  label (the model is scored on normalised answers);
 - :func:`load_verified` checks the model folder against the hash recorded on the version before MLflow runs
   the model's code ("model from code": whoever can write the artifact store could otherwise run code here).
 """
@@ -84,9 +85,10 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
         texts = request_texts(model_input)
-        longest = max(len(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels)
+        # Decoded within the label set, as the evaluate stage scored it: every answer is one label (the
+        # constraint allows as many new tokens as the longest label needs).
         answers = generate_answers(self.model, self.tokenizer, self.prompts(texts), self.batch_size,
-                                   max_new_tokens=longest + 2)
+                                   max_new_tokens=1, labels=self.labels)
         return [label_for_answer(a, self.labels) for a in answers]
 
 
