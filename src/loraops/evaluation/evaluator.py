@@ -97,8 +97,9 @@ def load_model(base_dir: Path, adapter_dir: Path | None = None, model_dir: Path 
 
 def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, adapter_dir: Path | None = None,
               model_dir: Path | None = None, params: EvalParams | None = None,
-              labels: list[str] | None = None) -> dict[str, Any]:
-    """Everything the comparison needs from one model: metrics, per-item records, retention answers."""
+              labels: list[str] | None = None, retention_pool: str = "test") -> dict[str, Any]:
+    """Everything the comparison needs from one model: metrics, per-item records, retention answers.
+    ``retention_pool``: ``test`` for evaluate and the gate, ``dev`` for the search's trials."""
     params = params or EvalParams()
     if not rows:
         raise ValueError("no test rows to evaluate")
@@ -115,9 +116,9 @@ def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, ada
     metrics.update({"items": len(rows), "seconds": seconds, "items_per_second": len(rows) / seconds})
     retention_items: list[dict[str, Any]] = []
     if params.retention:
-        answers = generate_answers(model, tokenizer, retention_prompts(tokenizer), batch_size,
+        answers = generate_answers(model, tokenizer, retention_prompts(tokenizer, retention_pool), batch_size,
                                    max_new_tokens=params.retention_max_new_tokens)
-        metrics["retention"], retention_items = score_retention(answers)
+        metrics["retention"], retention_items = score_retention(answers, retention_pool)
     return {"metrics": metrics, "items": items, "retention_items": retention_items}
 
 

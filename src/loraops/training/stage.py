@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from loraops.config import LoraParams, Params
+from loraops.config import LoraParams, Params, RehearsalParams
 from loraops.core import Layout, atomic_dir, require, write_json
 from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
 from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
@@ -14,22 +14,26 @@ from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoi
 from loraops.training.trainer import train
 
 
-def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float]:
-    """What ``train`` trains with: the search's pick, or (search off) train's own ``lora`` and
-    ``learning_rate`` as they are now, so an edit to them never meets a stale choice."""
+def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float, float]:
+    """What ``train`` trains with (lora, learning rate, rehearsal share): the search's pick, or (search off)
+    train's own ``lora``, ``learning_rate`` and ``rehearsal.share`` as they are now, so an edit to them never
+    meets a stale choice."""
     choice = TrainChoice.read(layout.search_choice)
     if choice.source == "search":
-        return choice.lora, choice.learning_rate
-    return params.train.lora, params.train.learning_rate
+        share = choice.rehearsal_share if choice.rehearsal_share is not None else params.train.rehearsal.share
+        return choice.lora, choice.learning_rate, share
+    return params.train.lora, params.train.learning_rate, params.train.rehearsal.share
 
 
 def train_stage(params: Params, layout: Layout) -> dict:
     """``models/adapter`` (safetensors, its prompt spec), ``models/merged``, ``metrics/train.json`` and the
     loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`)."""
     require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
-    lora, learning_rate = chosen_config(params, layout)
+    lora, learning_rate, share = chosen_config(params, layout)
     splits = load_splits(layout)
-    train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate})
+    # train_params.rehearsal.share is the share to mix in: the search's pick, or train's own.
+    train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate,
+                                                   "rehearsal": RehearsalParams(share=share)})
     # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
     work = layout.work_dir("train")
     model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
