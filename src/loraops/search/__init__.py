@@ -12,6 +12,6 @@ from loraops.search.select import (Bootstrap, NoCompletedTrial, NoFeasibleTrial,
                                    TrialResult, pareto_front, select)
 from loraops.search.study import open_study, study_name, trial_results
 
-__all__ = ["Bootstrap", "NoCompletedTrial", "NoFeasibleTrial", "NoGainOverBase", "Selection", "TrialResult", "finish_search", "open_study",
-           "pareto_front", "prepare_search", "read_table", "run_worker", "run_worker_isolated", "run_workers",
+__all__ = ["Bootstrap", "NoCompletedTrial", "NoFeasibleTrial", "NoGainOverBase", "Selection", "TrialResult",
+           "finish_search", "open_study", "pareto_front", "prepare_search", "read_table", "run_worker", "run_worker_isolated", "run_workers",
            "search_stage", "select", "study_name", "trial_results"]

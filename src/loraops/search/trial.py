@@ -144,9 +144,9 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             drop = base["retention_dev"] - scores["retention_dev"]
             for key, value in {**scores, "retention_drop": drop}.items():
                 trial.set_user_attr(key, value)
-            tracker.finish("COMPLETE", {"val_accuracy": scores["val_accuracy"], "retention_dev": scores["retention_dev"],
-                                        "retention_drop": drop, "steps": record.steps,
-                                        "train_seconds": record.train_seconds})
+            tracker.finish("COMPLETE", {"val_accuracy": scores["val_accuracy"],
+                                        "retention_dev": scores["retention_dev"], "retention_drop": drop,
+                                        "steps": record.steps, "train_seconds": record.train_seconds})
             return scores["val_accuracy"]
         except optuna.TrialPruned:
             tracker.finish("PRUNED", {"steps": trial.user_attrs.get("steps", 0)})
