@@ -200,6 +200,8 @@ def test_trials_record_val_accuracy_retention_drop_and_per_item_correctness(prep
         assert metrics["retention_drop"] == pytest.approx(t.user_attrs["retention_drop"])
         assert metrics["val_accuracy"] == pytest.approx(t.value)
     assert choice["rehearsal_share"] == 0.0 and choice["base_retention"] == base["retention_dev"]
+    # rsLoRA by default: a fixed alpha, and the choice hands the scaling on to train.
+    assert choice["lora"]["use_rslora"] is True and choice["lora"]["alpha"] == params.search.alpha
     assert choice["max_retention_drop"] == params.promote.max_retention_drop
 
 
