@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def space(args: argparse.Namespace) -> dict:
     return {"ranks": args.ranks, "target_modules": args.targets, "learning_rate": [args.lr, args.lr],
             "max_steps": args.steps, "eval_steps": args.eval_steps, "val_items": args.val_items,
-            "tolerance": args.tolerance, "heartbeat_seconds": 30, "enabled": True}
+            "rehearsal_shares": [0.0], "heartbeat_seconds": 30, "enabled": True}
 
 
 def project(args: argparse.Namespace) -> Path:
@@ -89,7 +89,6 @@ def main() -> None:
     parser.add_argument("--val-items", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--method", default="qlora")
-    parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--reduction-factor", type=int, default=2)
     # BruteForce draws each configuration at most once (random order); TPE's first draws are random and may
     # repeat a configuration, which a 6-point space cannot afford.

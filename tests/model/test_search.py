@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from loraops.config import load_params
-from loraops.core import Layout, read_json, read_jsonl, write_jsonl
+from loraops.core import ConfigError, Layout, read_json, read_jsonl, write_jsonl
 from loraops.pipeline import run_stage
 from loraops.search import NoCompletedTrial, open_study, prepare_search, run_worker, search_stage, study_name
 from tests.helpers.projects import loraops_cmd, new_project, run_stages, write_params
@@ -87,8 +87,9 @@ def test_sigkill_after_two_trials_then_rerun_completes_only_the_remaining_ones(p
 
 
 def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(prepared, tmp_path, tiny_base):
+    # Classic scaling (alpha 2 x r): at rsLoRA's larger scaling 0.05 overshoots on the tiny model.
     root, params = project(prepared, tmp_path, tiny_base, n_trials=3, max_steps=4, pruner="successive_halving",
-                           reduction_factor=2, learning_rate=[1e-7, 0.05])
+                           reduction_factor=2, learning_rate=[1e-7, 0.05], rslora=False)
     layout = Layout(root)
     study = open_study(params, layout)
     # A learning rate that moves the val loss first, then two that cannot beat it at the first rung.
@@ -176,3 +177,57 @@ def test_disabled_search_hands_on_trains_own_choice_and_inputs_name_the_study(pr
     changed = load_params(root / "params.yaml", ["search.ranks=[8]"])
     runtime_only = load_params(root / "params.yaml", ["search.n_jobs=3"])
     assert study_name(changed, layout) != study_name(params, layout) == study_name(runtime_only, layout)
+
+
+def test_trials_record_val_accuracy_retention_drop_and_per_item_correctness(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=2)
+    layout = Layout(root)
+    choice = search_stage(params, layout)
+    study = open_study(params, layout)
+    base = study.user_attrs["base_reference"]
+    assert len(base["val_correct"]) == 4 and 0 <= base["retention_dev"] <= 1
+    trials = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2
+    for t in trials:
+        assert t.value == t.user_attrs["val_accuracy"] == sum(t.user_attrs["val_correct"]) / 4
+        assert t.user_attrs["retention_drop"] == pytest.approx(base["retention_dev"] - t.user_attrs["retention_dev"])
+    table = list(__import__("csv").DictReader((layout.search_dir / "trials.csv").open()))
+    assert {r["retention_drop"] for r in table} == {str(t.user_attrs["retention_drop"]) for t in trials}
+    assert {r["feasible"] for r in table} == {"1"}
+    client = mlflow.MlflowClient(layout.local_tracking_uri())
+    for t in trials:
+        metrics = client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics
+        assert metrics["retention_drop"] == pytest.approx(t.user_attrs["retention_drop"])
+        assert metrics["val_accuracy"] == pytest.approx(t.value)
+    assert choice["rehearsal_share"] == 0.0 and choice["base_retention"] == base["retention_dev"]
+    # rsLoRA by default: a fixed alpha, and the choice hands the scaling on to train.
+    assert choice["lora"]["use_rslora"] is True and choice["lora"]["alpha"] == params.search.alpha
+    assert choice["max_retention_drop"] == params.promote.max_retention_drop
+
+
+def test_no_trial_beating_the_base_fails_in_one_line_and_leaves_no_choice(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=2, beat_base=True)
+    layout = Layout(root)
+    layout.search_dir.mkdir(parents=True, exist_ok=True)
+    layout.search_choice.write_text('{"stale": true}')  # an older choice must not survive the failure
+    result = subprocess.run([*loraops_cmd(), "stage", "search"], cwd=root, capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "no feasible trial beats the base model on val" in result.stderr
+    assert not layout.search_choice.exists() and (layout.search_dir / "trials.csv").is_file()
+
+
+def test_a_rehearsal_share_mixes_the_answers_in_and_a_missing_file_is_one_clear_line(prepared, tmp_path, tiny_base):
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=1, rehearsal_shares=[0.5])
+    layout = Layout(root)
+    with pytest.raises(ConfigError, match=r"search.rehearsal_shares has \[0.5\] but .*answers.jsonl does not exist"):
+        search_stage(params, layout)
+    # One rehearsal answer longer than max_length: only a trial that mixes it in can fail on it.
+    write_jsonl(layout.rehearsal_answers, [{"prompt": "Say hi.", "completion": "hi " * 2000}])
+    with pytest.raises(NoCompletedTrial, match=r"FAIL: 1"):
+        search_stage(params, layout)
+    trial = open_study(params, layout).get_trials()[0]
+    assert trial.user_attrs["rehearsal_share"] == 0.5
+    write_jsonl(layout.rehearsal_answers, [{"prompt": "Say hi.", "completion": "hi"}])
+    params = load_params(root / "params.yaml")  # a new rehearsal file is a new study
+    choice = search_stage(params, layout)
+    assert choice["rehearsal_share"] == 0.5

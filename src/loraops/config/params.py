@@ -114,6 +114,8 @@ class LoraParams(_Group):
     dropout: float = Field(0.05, ge=0, lt=1)
     # A named set (attention, mlp, all-linear) or an explicit list of module names.
     target_modules: str | list[str] = "all-linear"
+    # rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r, so one learning rate fits every rank.
+    use_rslora: bool = False
 
     @field_validator("target_modules")
     @classmethod
@@ -176,32 +178,53 @@ class BaselineParams(_Group):
 
 
 class SearchParams(_Group):
-    """The ``search`` stage: an Optuna study over LoRA rank, target modules and learning rate.
+    """The ``search`` stage: an Optuna study over LoRA rank, target modules, learning rate and rehearsal share.
 
-    ``enabled: false`` skips the study and hands ``train``'s own ``lora`` and ``learning_rate`` on.
+    ``enabled: false`` skips the study and hands ``train``'s own ``lora``, ``learning_rate`` and rehearsal on.
+    Sized for the demo on 2 CPU cores (README: Rank search): 6 trials x 20 steps.
     """
 
-    enabled: bool = False
-    n_trials: int = Field(8, ge=1)
-    max_steps: int = Field(30, ge=1)  # training steps of one trial that is never pruned
+    enabled: bool = True
+    n_trials: int = Field(6, ge=1)
+    max_steps: int = Field(20, ge=1)  # training steps of one trial that is never pruned
     # All trials together (finished + running trials' reservations); null means n_trials * max_steps.
     total_steps: int | None = Field(None, ge=1)
-    eval_steps: int = Field(10, ge=1)  # val loss reported to the pruner every N steps
-    ranks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
-    alpha_multiple: float = Field(2.0, gt=0)  # lora alpha = round(alpha_multiple * r)
+    eval_steps: int = Field(10, ge=1)  # val loss reported to the pruner every N steps (the first rung)
+    ranks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16], min_length=1)
+    # rsLoRA (scaling alpha / sqrt(r), fixed alpha): one learning-rate range fits every rank. Off, alpha is
+    # alpha_multiple x r (scaling alpha / r, constant), and the best learning rate shifts with the rank.
+    rslora: bool = True
+    alpha: int = Field(8, ge=1)  # with rslora: the fixed alpha (r=2: scaling 5.7, r=8: 2.8, r=16: 2)
+    alpha_multiple: float = Field(2.0, gt=0)  # without rslora: lora alpha = round(alpha_multiple * r)
     target_modules: list[str] = Field(default_factory=lambda: list(TARGET_MODULE_SETS), min_length=1)
-    learning_rate: tuple[float, float] = (1e-4, 5e-3)  # log-uniform [low, high]; low == high fixes it
+    learning_rate: tuple[float, float] = (5e-4, 5e-3)  # log-uniform [low, high]; low == high fixes it
     dropout: float = Field(0.05, ge=0, lt=1)
+    # Shares of rehearsal pairs (train.rehearsal) a trial may mix in; the chosen one goes to train.
+    rehearsal_shares: list[float] = Field(default_factory=lambda: [0.0, 0.3], min_length=1)
     sampler: Literal["tpe", "random", "bruteforce"] = "tpe"
+    # TPE's random start-up trials; null = max(2, n_trials // 3), so a small budget still gets TPE's picks.
+    n_startup_trials: int | None = Field(None, ge=1)
     pruner: Literal["successive_halving", "hyperband", "none"] = "successive_halving"
-    reduction_factor: int = Field(3, ge=2)
-    # Selection: the fewest trainable parameters among trials whose metric >= best - tolerance.
-    tolerance: float = Field(0.01, ge=0)
-    val_items: int | None = Field(64, ge=1)  # val rows a trial uses (loss and accuracy); null = all
+    reduction_factor: int = Field(2, ge=2)
+    # Selection needs a feasible trial (retention-dev drop <= promote.max_retention_drop) that beats the
+    # base model on val (lower bound of the paired bootstrap interval of trial - base > 0); false: no floor.
+    beat_base: bool = True
+    val_items: int | None = Field(48, ge=1)  # val rows a trial uses (loss and accuracy); null = all
     n_jobs: int = Field(1, ge=1)
     storage: str | None = None  # null = SQLite under .loraops/search/; env LORAOPS_OPTUNA_STORAGE overrides
     heartbeat_seconds: int = Field(30, ge=1)  # a RUNNING trial silent for 2x this is failed and re-queued
     seed: int | None = None  # null = project.seed
+
+    @field_validator("rehearsal_shares")
+    @classmethod
+    def _shares_in_range(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not 0 <= v < 1]
+        if bad:
+            raise ValueError(f"rehearsal shares {bad} are not in [0, 1)")
+        return value
+
+    def startup_trials(self) -> int:
+        return self.n_startup_trials if self.n_startup_trials is not None else max(2, self.n_trials // 3)
 
     @field_validator("target_modules")
     @classmethod

@@ -123,13 +123,16 @@ def base_prompts(rows: list[dict], labels: list[str], tokenizer: Any, params: Ev
 def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, adapter_dir: Path | None = None,
               model_dir: Path | None = None, params: EvalParams | None = None,
               labels: list[str] | None = None, *, shots_from: list[dict] | None = None,
-              prepare: PrepareParams | None = None) -> dict[str, Any]:
+              prepare: PrepareParams | None = None, retention_pool: str = "test",
+              unconstrained: bool = True) -> dict[str, Any]:
     """Everything the comparison needs from one model: metrics, per-item records, retention answers.
 
     On a label task (``labels`` given) answers are decoded within the label set when ``eval.constrained``
-    (``accuracy`` is then the constrained one; ``accuracy_unconstrained``, from a second pass over the same
-    batches, stands beside it), and the base model (no adapter, no model_dir) is asked at its best
-    (:func:`base_prompts`, with shots from ``shots_from``, the train split, and ``prepare``'s system prompt).
+    (``accuracy`` is then the constrained one; with ``unconstrained``, ``accuracy_unconstrained``, from a
+    second pass over the same batches, stands beside it), and the base model (no adapter, no model_dir) is
+    asked at its best (:func:`base_prompts`, with shots from ``shots_from``, the train split, and
+    ``prepare``'s system prompt). ``retention_pool``: ``test`` for evaluate and the gate, ``dev`` for the
+    search's trials (which also skip the unconstrained pass: it informs the report, not the choice).
     """
     params = params or EvalParams()
     if not rows:
@@ -150,7 +153,7 @@ def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, ada
         nll = answer_nll(model, tokenizer, prompts, [r["completion"] for r in rows], batch_size)
     metrics, items = score_answers(raw, rows, nll, params, root, labels)
     metrics.update({"items": len(rows), "seconds": seconds, "items_per_second": len(rows) / seconds})
-    if constraint is not None:  # nothing hidden: what the same model answers when it may say anything
+    if constraint is not None and unconstrained:  # nothing hidden: what the model answers when it may say anything
         free = [normalise_answer(a) for a in generate_answers(model, tokenizer, prompts, batch_size, max_new_tokens)]
         for item, answer in zip(items, free):
             item["unconstrained"] = answer
@@ -158,9 +161,9 @@ def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, ada
             predictions=free, references=[i["label"] for i in items])["accuracy"]
     retention_items: list[dict[str, Any]] = []
     if params.retention:
-        answers = generate_answers(model, tokenizer, retention_prompts(tokenizer), batch_size,
+        answers = generate_answers(model, tokenizer, retention_prompts(tokenizer, retention_pool), batch_size,
                                    max_new_tokens=params.retention_max_new_tokens)
-        metrics["retention"], retention_items = score_retention(answers)
+        metrics["retention"], retention_items = score_retention(answers, retention_pool)
     result = {"metrics": metrics, "items": items, "retention_items": retention_items}
     return result if prompting is None else {**result, "prompting": prompting}
 

@@ -100,7 +100,7 @@ def lora_config(params: LoraParams) -> Any:
     else:
         targets = TARGET_MODULES[params.target_modules]
     return LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM", use_rslora=params.use_rslora)
 
 
 def load_for_inference(base_dir: Path, adapter_dir: Path | None = None) -> tuple[Any, Any]:

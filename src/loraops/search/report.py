@@ -1,8 +1,9 @@
 """The search's results as files: the trials table, the DVC plot data and a Pareto plot (PNG).
 
-``models/search/trials.csv`` has one row per counted trial; ``plots/search_trials.csv`` and
-``plots/search_pareto.csv`` feed ``dvc plots`` (metric vs trainable parameters, front marked); the PNG and
-a markdown table go to MLflow and to the Prefect artifact.
+``models/search/trials.csv`` has one row per counted trial (val accuracy, retention on the dev pool, its
+drop against the base and whether that is feasible); ``plots/search_trials.csv`` and ``plots/search_pareto.csv``
+feed ``dvc plots`` (metric vs trainable parameters, front marked); the PNG (infeasible trials marked) and a
+markdown table go to MLflow and to the Prefect artifact.
 """
 
 from __future__ import annotations
@@ -12,24 +13,29 @@ import io
 from pathlib import Path
 
 from loraops.core import Layout, atomic_write_text
-from loraops.search.select import TrialResult, pareto_front
+from loraops.search.select import TrialResult, is_feasible, pareto_front
 
-COLUMNS = ["number", "state", "r", "alpha", "target_modules", "learning_rate", "dropout", "trainable_params",
-           "metric", "steps", "pareto"]
+COLUMNS = ["number", "state", "r", "alpha", "use_rslora", "target_modules", "learning_rate", "rehearsal_share",
+           "dropout", "trainable_params", "metric", "retention_dev", "retention_drop", "feasible", "steps", "pareto"]
 # The plots' templates (.dvc/plots/search_*.json) print a row's note instead of drawing an empty chart.
 PLOT_COLUMNS = [*COLUMNS, "note"]
 SEARCH_OFF = "search off (search.enabled: false)"
 
 
-def rows(results: list[TrialResult]) -> list[dict]:
+def rows(results: list[TrialResult], max_retention_drop: float | None = None) -> list[dict]:
+    """One row per trial; ``feasible`` (1/0, empty before a trial completes) needs ``max_retention_drop``."""
     front = {r.number for r in pareto_front(results)}
     out = []
     for r in sorted(results, key=lambda r: r.number):
         p = r.params
+        feasible = (int(is_feasible(r, max_retention_drop))
+                    if max_retention_drop is not None and r.state == "COMPLETE" else None)
         out.append({"number": r.number, "state": r.state.lower(), "r": p.get("r"), "alpha": p.get("alpha"),
-                    "target_modules": p.get("target_modules"), "learning_rate": p.get("learning_rate"),
-                    "dropout": p.get("dropout"), "trainable_params": r.trainable_params,
-                    "metric": r.metric, "steps": r.steps, "pareto": int(r.number in front)})
+                    "use_rslora": p.get("use_rslora"), "target_modules": p.get("target_modules"),
+                    "learning_rate": p.get("learning_rate"), "rehearsal_share": p.get("rehearsal_share"),
+                    "dropout": p.get("dropout"), "trainable_params": r.trainable_params, "metric": r.metric,
+                    "retention_dev": r.retention, "retention_drop": r.retention_drop, "feasible": feasible,
+                    "steps": r.steps, "pareto": int(r.number in front)})
     return out
 
 
@@ -42,8 +48,8 @@ def to_csv(table: list[dict], columns: list[str]) -> str:
 
 
 def markdown(table: list[dict]) -> str:
-    head = ["number", "state", "r", "target_modules", "learning_rate", "trainable_params", "metric", "steps",
-            "pareto"]
+    head = ["number", "state", "r", "target_modules", "learning_rate", "rehearsal_share", "trainable_params",
+            "metric", "retention_drop", "feasible", "steps", "pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else ("" if row[c] is None else str(row[c]))
@@ -52,8 +58,9 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_png(results: list[TrialResult], target: Path) -> bool:
-    """Metric vs trainable parameters (log x), Pareto front as a line; False when matplotlib is missing."""
+def plot_png(results: list[TrialResult], target: Path, max_retention_drop: float | None = None) -> bool:
+    """Metric vs trainable parameters (log x), Pareto front as a line, infeasible trials (retention-dev drop
+    above ``max_retention_drop``) as crosses; False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -64,7 +71,12 @@ def plot_png(results: list[TrialResult], target: Path) -> bool:
     done = [r for r in results if r.state == "COMPLETE" and r.metric is not None and r.trainable_params]
     front = pareto_front(results)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r.trainable_params for r in done], [r.metric for r in done], label="completed trials")
+    ok = [r for r in done if max_retention_drop is None or is_feasible(r, max_retention_drop)]
+    over = [r for r in done if r not in ok]
+    ax.scatter([r.trainable_params for r in ok], [r.metric for r in ok], label="completed trials")
+    if over:
+        ax.scatter([r.trainable_params for r in over], [r.metric for r in over], marker="x", color="grey",
+                   label=f"retention drop > {max_retention_drop:g} (infeasible)")
     ax.plot([r.trainable_params for r in front], [r.metric for r in front], "r-o", label="Pareto front")
     for r in done:
         ax.annotate(f"#{r.number} r={r.params.get('r')}", (r.trainable_params, r.metric), fontsize=7)
@@ -80,10 +92,11 @@ def plot_png(results: list[TrialResult], target: Path) -> bool:
     return True
 
 
-def write_reports(layout: Layout, results: list[TrialResult], note: str | None = None) -> list[dict]:
+def write_reports(layout: Layout, results: list[TrialResult], note: str | None = None,
+                  max_retention_drop: float | None = None) -> list[dict]:
     """Write the table, the DVC plot files and (with completed trials) the PNG; return the table rows.
     ``note`` (the search is off) becomes the plots' only row, so ``dvc plots show`` says so."""
-    table = rows(results)
+    table = rows(results, max_retention_drop)
     atomic_write_text(layout.search_dir / "trials.csv", to_csv(table, COLUMNS))
     atomic_write_text(layout.search_dir / "trials.md", markdown(table) if note is None else f"{note}\n")
     all_plot, front_plot = layout.search_plots
@@ -93,7 +106,7 @@ def write_reports(layout: Layout, results: list[TrialResult], note: str | None =
     png = layout.search_dir / "pareto.png"
     png.unlink(missing_ok=True)
     if any(r["state"] == "complete" for r in table):
-        plot_png(results, png)
+        plot_png(results, png, max_retention_drop)
     return table
 
 

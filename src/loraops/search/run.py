@@ -1,4 +1,4 @@
-"""The ``search`` stage: an Optuna study that picks the smallest LoRA adapter as good as the best.
+"""The ``search`` stage: an Optuna study that picks the smallest feasible LoRA adapter as good as the best.
 
 Three library calls make the stage, and both ``loraops stage search`` (DVC) and the Prefect flow use them:
 :func:`prepare_search` (open the study, its MLflow parent run), :func:`run_worker` (run trials until the
@@ -12,22 +12,24 @@ import time
 from typing import Any
 
 from loraops.config import LoraParams, Params
-from loraops.core import Layout, require
+from loraops.core import Layout, LoraopsError, require
 from loraops.core.tracking import redact_url
 from loraops.search.report import SEARCH_OFF, write_reports
-from loraops.search.select import select
+from loraops.search.select import Bootstrap, select
 from loraops.search import heartbeat
 from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
                                   study_fingerprint, trial_results)
-from loraops.search.tracking import close_parent_run, ensure_parent_run
+from loraops.search.tracking import close_parent_run, ensure_parent_run, fail_parent_run
 from loraops.training import TrainChoice
-from loraops.search.trial import make_objective
+from loraops.search.trial import base_reference, make_objective, require_rehearsal
 
 
 def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
     """Open (or resume) the study and its MLflow parent run; call once before the workers start."""
     require(layout.base_model_dir / "config.json", layout.prepared_dir / "train.jsonl")
+    require_rehearsal(params, layout)
     study = open_study(params, layout)
+    base_reference(params, layout, study)  # once per study, before the workers need it
     parent = ensure_parent_run(layout, params, study)
     return {"study_name": study.study_name, "storage": redact_url(storage_url(params, layout)),
             "mlflow_run_id": parent, **budget_state(study, params)}
@@ -81,19 +83,34 @@ def _spawn_pool(workers: int) -> Any:
 
 
 def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
-    """Select the configuration and write chosen.json, the trials table, the plots and the MLflow artifacts."""
+    """Select the configuration and write chosen.json, the trials table, the plots and the MLflow artifacts.
+    A search that found nothing worth training (no completed, no feasible trial, none beating the base) fails
+    with one line and leaves no chosen.json, so nothing is trained or registered."""
     study = open_study(params, layout)
     results = trial_results(study)
-    write_reports(layout, results)  # before selecting, so an all-failed search still leaves its table
-    chosen = select(results, params.search.tolerance)
-    best = max((r for r in results if r.state == "COMPLETE"), key=lambda r: r.metric)
+    limit = params.promote.max_retention_drop
+    write_reports(layout, results, max_retention_drop=limit)  # before selecting: a failed search keeps its table
+    layout.search_choice.unlink(missing_ok=True)  # an older choice must not outlive a failed selection
+    base = base_reference(params, layout, study)
+    bootstrap = Bootstrap(params.eval.bootstrap_samples, params.eval.confidence, params.eval.bootstrap_seed)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    try:
+        picked = select(results, limit, base["val_correct"] if params.search.beat_base else None, bootstrap)
+    except LoraopsError as exc:
+        fail_parent_run(layout, params, parent, str(exc))
+        raise
+    chosen, best = picked.chosen, picked.best
     counts = {state: sum(1 for r in results if r.state == state) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    lora_keys = ("r", "alpha", "dropout", "target_modules", "use_rslora")
     choice = TrainChoice(
-        source="search", lora=LoraParams(**{k: chosen.params[k] for k in ("r", "alpha", "dropout", "target_modules")}),
-        learning_rate=chosen.params["learning_rate"], trial=chosen.number, metric_name="val_accuracy",
-        metric=chosen.metric, trainable_params=chosen.trainable_params, best_trial=best.number,
-        best_metric=best.metric, tolerance=params.search.tolerance,
+        source="search", lora=LoraParams(**{k: chosen.params[k] for k in lora_keys if k in chosen.params}),
+        learning_rate=chosen.params["learning_rate"], rehearsal_share=chosen.params.get("rehearsal_share", 0.0),
+        trial=chosen.number, metric_name="val_accuracy", metric=chosen.metric,
+        trainable_params=chosen.trainable_params, best_trial=best.number, best_metric=best.metric,
+        retention_drop=chosen.retention_drop, max_retention_drop=limit, base_metric=base["val_accuracy"],
+        base_retention=base["retention_dev"],
+        gain_over_base_low=picked.versus_base["low"] if picked.versus_base else None,
+        versus_best_high=picked.versus_best["high"], feasible_trials=picked.feasible,
         trials={k.lower(): v for k, v in counts.items()}, total_steps=sum(r.steps for r in results),
         study_name=study.study_name, storage=redact_url(storage_url(params, layout)),
         fingerprint=study_fingerprint(params, layout), mlflow_run_id=parent)
@@ -107,6 +124,7 @@ def search_stage(params: Params, layout: Layout) -> dict[str, Any]:
     if not params.search.enabled:
         write_reports(layout, [], note=SEARCH_OFF)
         choice = TrainChoice(source="params", lora=params.train.lora, learning_rate=params.train.learning_rate)
+        # train reads its own train.rehearsal.share then (chosen_config), so the choice never goes stale.
         choice.write(layout.search_choice)
         return choice.to_json()
     require(layout.base_model_dir, layout.prepared_dir)

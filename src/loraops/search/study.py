@@ -17,6 +17,7 @@ from typing import Any
 from loraops.config import LoraParams, Params
 from loraops.core import Layout
 from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
+from loraops.data.general_prompts import POOLS
 from loraops.search.select import TrialResult
 
 STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"
@@ -33,6 +34,9 @@ def study_fingerprint(params: Params, layout: Layout) -> str:
     search seed and ``prepare.max_length``."""
     files = {path.name: sha256_file(path) if path.is_file() else None
              for path in (layout.prepared_dir / "train.jsonl", layout.prepared_dir / "val.jsonl")}
+    if any(share > 0 for share in params.search.rehearsal_shares):  # trials mix these rows in
+        answers = layout.rehearsal_answers
+        files["rehearsal"] = sha256_file(answers) if answers.is_file() else None
     if layout.base_model_dir.is_dir():  # large weights: hashed once, then remembered by their file stamp
         memo = HashMemo(layout.hash_memo)
         files["base"] = tree_sha256(layout.base_model_dir, memo)
@@ -40,7 +44,11 @@ def study_fingerprint(params: Params, layout: Layout) -> str:
     search = {k: v for k, v in params.search.model_dump().items() if k not in RUNTIME_KEYS}
     train = params.train.model_dump(include={"method", "batch_size", "gradient_accumulation_steps", "warmup_steps",
                                              "lr_scheduler"})
-    settings = {"search": search, "train": train, "seed": seed_of(params), "max_length": params.prepare.max_length}
+    # Each trial's retention-dev score depends on the pool's items and on how long its answers may be.
+    retention = {"dev_pool": sha256_json([list(item) for item in POOLS["dev"]]),
+                 "max_new_tokens": params.eval.retention_max_new_tokens}
+    settings = {"search": search, "train": train, "seed": seed_of(params), "max_length": params.prepare.max_length,
+                "retention": retention}
     return sha256_json({"files": files, "settings": settings})[:16]
 
 
@@ -76,10 +84,21 @@ def open_study(params: Params, layout: Layout, worker: int = 0) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        return _create_study(params, layout, worker, storage)
+
+
+def _create_study(params: Params, layout: Layout, worker: int, storage: Any) -> Any:
+    import optuna
+
     s = params.search
     # Each worker gets its own sampler seed so parallel workers do not draw the same configurations.
     seed = seed_of(params) + worker
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+    # TPE: a start-up that fits a small budget, the joint (multivariate) density of the space, and trials
+    # that forgot more than the promotion gate allows steered away from (constraints <= 0 are feasible).
+    limit = params.promote.max_retention_drop
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(
+                   seed=seed, n_startup_trials=s.startup_trials(), multivariate=True,
+                   constraints_func=lambda t: (float(t.user_attrs.get("retention_drop", 0.0)) - limit,)),
                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                "bruteforce": lambda: optuna.samplers.BruteForceSampler(seed=seed)}[s.sampler]()
     # Pruning works on steps; the intermediate value is -val_loss so that "higher is better" as for accuracy.
@@ -92,15 +111,17 @@ def open_study(params: Params, layout: Layout, worker: int = 0) -> Any:
                                sampler=sampler, pruner=pruner, load_if_exists=True)
 
 
-def suggest(trial: Any, params: Params) -> tuple[LoraParams, float]:
-    """The trial's LoRA config and learning rate from the search space."""
+def suggest(trial: Any, params: Params) -> tuple[LoraParams, float, float]:
+    """The trial's LoRA config, learning rate and rehearsal share from the search space."""
     s = params.search
     r = trial.suggest_categorical("r", list(s.ranks))
     targets = trial.suggest_categorical("target_modules", list(s.target_modules))
     low, high = s.learning_rate
     learning_rate = trial.suggest_float("learning_rate", low, high, log=True) if low < high else low
-    lora = LoraParams(r=r, alpha=max(1, round(s.alpha_multiple * r)), dropout=s.dropout, target_modules=targets)
-    return lora, learning_rate
+    share = float(trial.suggest_categorical("rehearsal_share", list(s.rehearsal_shares)))
+    alpha = s.alpha if s.rslora else max(1, round(s.alpha_multiple * r))
+    lora = LoraParams(r=r, alpha=alpha, dropout=s.dropout, target_modules=targets, use_rslora=s.rslora)
+    return lora, learning_rate, share
 
 
 def trial_results(study: Any) -> list[TrialResult]:
@@ -112,10 +133,15 @@ def trial_results(study: Any) -> list[TrialResult]:
         if not t.state.is_finished():
             continue
         lora = t.user_attrs.get("lora") or {}
+        correct = t.user_attrs.get("val_correct")
         results.append(TrialResult(
-            number=t.number, state=t.state.name, params={**lora, "learning_rate": t.user_attrs.get("learning_rate")},
+            number=t.number, state=t.state.name,
+            params={**lora, "learning_rate": t.user_attrs.get("learning_rate"),
+                    "rehearsal_share": t.user_attrs.get("rehearsal_share", 0.0)},
             trainable_params=t.user_attrs.get("trainable_params"), steps=int(t.user_attrs.get("steps", 0)),
-            metric=t.value if t.state == TrialState.COMPLETE else None))
+            metric=t.value if t.state == TrialState.COMPLETE else None,
+            retention=t.user_attrs.get("retention_dev"), retention_drop=t.user_attrs.get("retention_drop"),
+            correct=tuple(int(c) for c in correct) if correct is not None else None))
     return results
 
 

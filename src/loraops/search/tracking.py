@@ -50,10 +50,11 @@ def ensure_parent_run(layout: Layout, params: Params, study: Any) -> str:
 
 
 class TrialTracker:
-    """The nested MLflow run of one trial: params at the start, val-loss curve as it trains, state at the end."""
+    """The nested MLflow run of one trial: params at the start, val-loss curve as it trains, state at the end
+    (with val accuracy, retention on the dev pool and its drop against the base when it completed)."""
 
     def __init__(self, layout: Layout, params: Params, study: Any, trial: Any, lora: LoraParams,
-                 learning_rate: float) -> None:
+                 learning_rate: float, rehearsal_share: float = 0.0) -> None:
         self.tracking, experiment_id = _connect(layout, params)
         self.client, self.retry = self.tracking.client, self.tracking.retry
         parent = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -69,7 +70,8 @@ class TrialTracker:
                                  tags=tags).info.run_id
         trial.set_user_attr("mlflow_run_id", self.run_id)
         for key, value in {**{f"lora.{k}": v for k, v in lora.model_dump().items()},
-                           "learning_rate": learning_rate, "max_steps": params.search.max_steps}.items():
+                           "learning_rate": learning_rate, "rehearsal_share": rehearsal_share,
+                           "max_steps": params.search.max_steps}.items():
             self.retry(self.client.log_param, self.run_id, key, str(value))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -95,7 +97,8 @@ def close_parent_run(layout: Layout, params: Params, parent: str | None, choice:
     for path in sorted(layout.search_dir.iterdir()):
         if path.is_file() and path.name != "chosen.json":
             retry(client.log_artifact, parent, str(path), artifact_path="search")
-    for key in ("metric", "best_metric", "trainable_params", "total_steps"):
+    for key in ("metric", "best_metric", "trainable_params", "total_steps", "retention_drop", "base_metric",
+                "base_retention", "gain_over_base_low", "rehearsal_share"):
         value = getattr(choice, key)
         if value is not None:
             retry(client.log_metric, parent, f"search.{key}", float(value))
@@ -103,3 +106,16 @@ def close_parent_run(layout: Layout, params: Params, parent: str | None, choice:
         retry(client.log_metric, parent, f"search.trials_{state}", float(count))
     retry(client.set_tag, parent, "search.chosen_trial", str(choice.trial))
     retry(client.set_terminated, parent, status="FINISHED")
+
+
+def fail_parent_run(layout: Layout, params: Params, parent: str | None, reason: str) -> None:
+    """A search that chose nothing: its table and the reason on the parent run, which ends as failed."""
+    if not parent:
+        return
+    tracking, _ = _connect(layout, params)
+    client, retry = tracking.client, tracking.retry
+    for path in sorted(layout.search_dir.iterdir()):
+        if path.is_file():
+            retry(client.log_artifact, parent, str(path), artifact_path="search")
+    retry(client.set_tag, parent, "search.failure", reason[:4000])
+    retry(client.set_terminated, parent, status="FAILED")

@@ -1,8 +1,13 @@
 """One search trial: train with the trial's LoRA config through the one trainer, prune on val loss, score.
 
 The objective is accuracy by generation on (a capped slice of) the val split, through the same evaluator
-as the ``evaluate`` stage. While training, the val loss every ``search.eval_steps`` goes to
-``trial.report`` (negated: the study maximises) and ``trial.should_prune()`` can stop the trial early.
+as the ``evaluate`` stage; the trial also records its per-item correctness (``val_correct``, for the paired
+bootstrap of the selection) and its retention on the ``dev`` pool of general prompts, whose drop against the
+base model (``retention_drop``) decides feasibility. The base model's own val correctness and dev retention
+are computed once per study, through the same evaluator, and kept in the study's user attrs
+(:func:`base_reference`). While training, the val loss every ``search.eval_steps`` goes to ``trial.report``
+(negated: the study maximises) and ``trial.should_prune()`` can stop the trial early. A trial whose rehearsal
+share is above 0 trains on the task rows mixed with the rehearsal answers (:func:`loraops.training.mix_rehearsal`).
 """
 
 from __future__ import annotations
@@ -14,13 +19,55 @@ from pathlib import Path
 from typing import Any, Callable
 
 from loraops.config import Params
-from loraops.core import Layout
-from loraops.data import load_splits
-from loraops.evaluation import evaluate_model
+from loraops.core import ConfigError, Layout
+from loraops.data import load_labels, load_splits
+from loraops.evaluation import run_model
 from loraops.modeling import count_parameters
 from loraops.search.study import budget_state, seed_of, suggest
 from loraops.search.tracking import TrialTracker
-from loraops.training import train
+from loraops.training import load_rehearsal_rows, mix_rehearsal, train
+
+BASE_ATTR = "base_reference"  # study user attr: the base model's val correctness and dev retention
+
+
+def search_splits(params: Params, layout: Layout) -> dict[str, list[dict]]:
+    """The train split and the capped val slice every trial (and the base reference) uses."""
+    splits = load_splits(layout)
+    return {"train": splits["train"], "val": splits["val"][: params.search.val_items]}
+
+
+def require_rehearsal(params: Params, layout: Layout) -> None:
+    """A rehearsal share above 0 in the space needs the rehearsal answers: one clear line before any trial."""
+    shares = [share for share in params.search.rehearsal_shares if share > 0]
+    if shares and not layout.rehearsal_answers.is_file():
+        raise ConfigError(f"search.rehearsal_shares has {shares} but {layout.rehearsal_answers} does not exist; "
+                          "run the rehearsal stage first, or set search.rehearsal_shares: [0.0]")
+
+
+def score(params: Params, layout: Layout, rows: list[dict], adapter_dir: Path | None) -> dict[str, Any]:
+    """Val accuracy, per-item correctness and dev retention of the base (``adapter_dir=None``) or a trial's
+    adapter, through the one evaluator (label answers, accuracy only, retention on the ``dev`` pool)."""
+    # Scored as the evaluate stage scores (label answers constrained, the base asked at its best), so that the
+    # search decides on what the gates will see; the unconstrained pass only informs the report: skipped.
+    eval_params = params.eval.model_copy(update={"task": "label", "metrics": ["accuracy"], "headline": None,
+                                                 "retention": True})
+    labels = load_labels(layout) if params.eval.task == "label" else None
+    result = run_model(layout.base_model_dir, rows, params.eval.batch_size, layout.root, adapter_dir,
+                       params=eval_params, labels=labels, shots_from=load_splits(layout)["train"],
+                       prepare=params.prepare, retention_pool="dev", unconstrained=False)
+    return {"val_accuracy": float(result["metrics"]["accuracy"]),
+            "val_correct": [int(bool(item["correct"])) for item in result["items"]],
+            "retention_dev": float(result["metrics"]["retention"])}
+
+
+def base_reference(params: Params, layout: Layout, study: Any) -> dict[str, Any]:
+    """The base model's :func:`score` on the study's val slice, computed once and kept in the study."""
+    cached = study.user_attrs.get(BASE_ATTR)
+    if cached is not None:
+        return cached
+    reference = score(params, layout, search_splits(params, layout)["val"], None)
+    study.set_user_attr(BASE_ATTR, reference)
+    return reference
 
 
 def _trainer_callback_base() -> type:
@@ -62,14 +109,17 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
     """The objective for ``study.optimize``; each call is one trial and one MLflow run nested in the search's."""
     import optuna
 
-    splits = load_splits(layout)
-    splits = {"train": splits["train"], "val": splits["val"][: params.search.val_items]}
+    require_rehearsal(params, layout)
+    splits = search_splits(params, layout)
+    rehearsal = load_rehearsal_rows(layout)
+    base = base_reference(params, layout, study)
     s = params.search
 
     def objective(trial: optuna.Trial) -> float:
-        lora, learning_rate = suggest(trial, params)
+        lora, learning_rate, share = suggest(trial, params)
         trial.set_user_attr("lora", lora.model_dump())
         trial.set_user_attr("learning_rate", learning_rate)
+        trial.set_user_attr("rehearsal_share", share)
         trial.set_user_attr("steps", 0)
         trial.set_user_attr("worker", worker)
         # Two workers may both start the last slot: the later trial number steps back (not counted).
@@ -77,7 +127,7 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
         if state["finished"] + state["running_before"] >= s.n_trials:
             trial.set_user_attr("over_budget", True)
             raise RuntimeError(f"trial {trial.number}: n_trials={s.n_trials} already taken by other workers")
-        tracker = TrialTracker(layout, params, study, trial, lora, learning_rate)
+        tracker = TrialTracker(layout, params, study, trial, lora, learning_rate, share)
         work = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-", dir=layout.search_study_dir))
         train_params = params.train.model_copy(update={
             "max_steps": s.max_steps, "learning_rate": learning_rate, "lora": lora,
@@ -85,7 +135,8 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             # The pruner, not early stopping, ends weak trials; trials write no checkpoints.
             "early_stopping_patience": None, "save_steps": None})
         try:
-            model, record, _ = train(layout.base_model_dir, splits, train_params, seed_of(params),
+            data = {"train": mix_rehearsal(splits["train"], rehearsal, share, seed_of(params)), "val": splits["val"]}
+            model, record, _ = train(layout.base_model_dir, data, train_params, seed_of(params),
                                       params.prepare.max_length, work, lora,
                                       callbacks=[pruning_callback(trial, s.max_steps, tracker)],
                                       checkpoints=False)
@@ -93,11 +144,14 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             model.save_pretrained(work / "adapter", safe_serialization=True)
             del model
             gc.collect()
-            scores, _ = evaluate_model(layout.base_model_dir, splits["val"], params.eval.batch_size, layout.root,
-                                       work / "adapter")
-            tracker.finish("COMPLETE", {"val_accuracy": scores["accuracy"], "steps": record.steps,
-                                        "train_seconds": record.train_seconds})
-            return scores["accuracy"]
+            scores = score(params, layout, splits["val"], work / "adapter")
+            drop = base["retention_dev"] - scores["retention_dev"]
+            for key, value in {**scores, "retention_drop": drop}.items():
+                trial.set_user_attr(key, value)
+            tracker.finish("COMPLETE", {"val_accuracy": scores["val_accuracy"],
+                                        "retention_dev": scores["retention_dev"], "retention_drop": drop,
+                                        "steps": record.steps, "train_seconds": record.train_seconds})
+            return scores["val_accuracy"]
         except optuna.TrialPruned:
             tracker.finish("PRUNED", {"steps": trial.user_attrs.get("steps", 0)})
             raise

@@ -62,20 +62,29 @@ def read_baseline(path: Path) -> BaselineRecord | DisabledBaseline:
 
 
 class TrainChoice(Record):
-    """``models/search/chosen.json``: the LoRA config and learning rate the ``train`` stage is handed, written
-    by the ``search`` stage. ``source: params`` when the search is off (train then uses its own params, so
-    this never goes stale); ``source: search`` with the chosen trial and how it was chosen."""
+    """``models/search/chosen.json``: the LoRA config, learning rate and rehearsal share the ``train`` stage is
+    handed, written by the ``search`` stage. ``source: params`` when the search is off (train then uses its own
+    params, so this never goes stale); ``source: search`` with the chosen trial and how it was chosen."""
 
     source: Literal["search", "params"]
     lora: LoraParams
     learning_rate: float
+    rehearsal_share: float | None = None  # source search: the share train mixes in (else train.rehearsal.share)
     trial: int | None = None
     metric_name: str | None = None
     metric: float | None = None
     trainable_params: int | None = None
     best_trial: int | None = None
     best_metric: float | None = None
-    tolerance: float | None = None
+    # The selection's evidence (search.select): retention drop on the dev pool against its bound, the base
+    # model on the same val items, and the paired bootstrap bounds of chosen - base and chosen - best.
+    retention_drop: float | None = None
+    max_retention_drop: float | None = None
+    base_metric: float | None = None
+    base_retention: float | None = None
+    gain_over_base_low: float | None = None
+    versus_best_high: float | None = None
+    feasible_trials: int | None = None
     trials: dict[str, int] | None = None  # complete / pruned / fail counts
     total_steps: int | None = None
     study_name: str | None = None

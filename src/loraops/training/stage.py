@@ -15,12 +15,11 @@ from loraops.training.rehearsal import load_rehearsal_rows, mix_rehearsal, rehea
 from loraops.training.trainer import train
 
 
-def training_splits(params: Params, layout: Layout) -> tuple[dict[str, list[dict]], dict]:
+def training_splits(params: Params, layout: Layout, share: float) -> tuple[dict[str, list[dict]], dict]:
     """The prepared splits with rehearsal pairs (``data/rehearsal/answers.jsonl``) mixed into ``train`` at
-    ``train.rehearsal.share``, and what that added (rows, share, answer tokens) for the stage's record.
-    Validation (and test) stay the task's own, so val loss and early stopping judge the task only."""
+    ``share`` (:func:`chosen_config`'s), and what that added (rows, share, answer tokens) for the stage's
+    record. Validation (and test) stay the task's own, so val loss and early stopping judge the task only."""
     splits = load_splits(layout)
-    share = params.train.rehearsal.share
     added = {"rehearsal_share": share, "rehearsal_rows": rehearsal_count(len(splits["train"]), share),
              "rehearsal_tokens": 0}
     if added["rehearsal_rows"] == 0:
@@ -33,23 +32,26 @@ def training_splits(params: Params, layout: Layout) -> tuple[dict[str, list[dict
     return {**splits, "train": mixed}, added
 
 
-def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float]:
-    """What ``train`` trains with: the search's pick, or (search off) train's own ``lora`` and
-    ``learning_rate`` as they are now, so an edit to them never meets a stale choice."""
+def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float, float]:
+    """What ``train`` trains with (lora, learning rate, rehearsal share): the search's pick, or (search off)
+    train's own ``lora``, ``learning_rate`` and ``rehearsal.share`` as they are now, so an edit to them never
+    meets a stale choice. The baseline mixes in the same share, so the comparison stays fair."""
     choice = TrainChoice.read(layout.search_choice)
     if choice.source == "search":
-        return choice.lora, choice.learning_rate
-    return params.train.lora, params.train.learning_rate
+        share = choice.rehearsal_share if choice.rehearsal_share is not None else params.train.rehearsal.share
+        return choice.lora, choice.learning_rate, share
+    return params.train.lora, params.train.learning_rate, params.train.rehearsal.share
 
 
 def train_stage(params: Params, layout: Layout) -> dict:
     """``models/adapter`` (safetensors, its prompt spec), ``models/merged``, ``metrics/train.json`` and the
     loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`)."""
     require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
-    lora, learning_rate = chosen_config(params, layout)
+    lora, learning_rate, share = chosen_config(params, layout)
     task_splits = load_splits(layout)
-    splits, rehearsal = training_splits(params, layout)
-    train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate})
+    splits, rehearsal = training_splits(params, layout, share)
+    train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate,
+                                                   "rehearsal": params.train.rehearsal.model_copy(update={"share": share})})
     # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
     work = layout.work_dir("train")
     model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
@@ -85,10 +87,10 @@ def baseline_stage(params: Params, layout: Layout) -> dict:
         write_disabled_marker(layout.full_model_dir, disabled.reason)
         disabled.write(layout.baseline_metrics)
         return disabled.to_json()
-    require(layout.base_model_dir, layout.prepared_dir)
+    require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
     work = layout.work_dir("baseline")
-    # The same rehearsal mix as the adapter's, so the comparison stays fair.
-    splits, rehearsal = training_splits(params, layout)
+    # The same rehearsal mix as the adapter's (the search's share when it ran), so the comparison stays fair.
+    splits, rehearsal = training_splits(params, layout, chosen_config(params, layout)[2])
     model, record, _ = train(layout.base_model_dir, splits, params.train, params.project.seed,
                              params.prepare.max_length, work, None, learning_rate=params.baseline.learning_rate)
     save_full_model(model, layout.base_model_dir, layout.full_model_dir, record.steps)
