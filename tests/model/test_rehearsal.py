@@ -92,7 +92,7 @@ def test_rehearsal_rows_reach_the_adapter_and_the_full_fine_tune_at_the_share(pr
     layout, _ = project
     params = load_params(layout.params_file, SHARE)
     task = read_jsonl(layout.prepared_dir / "train.jsonl")
-    splits, added = training_splits(params, layout)
+    splits, added = training_splits(params, layout, params.train.rehearsal.share)
     rehearsal_prompts = {r["prompt"] for r in read_jsonl(layout.rehearsal_answers)}
     drawn = [r for r in splits["train"] if r["prompt"] in rehearsal_prompts]
     assert len(drawn) == added["rehearsal_rows"] == rehearsal_count(len(task), 0.3) > 0
@@ -112,7 +112,7 @@ def test_a_share_without_the_rehearsal_stage_is_a_clear_error(project, tmp_path)
     shutil.move(layout.rehearsal_answers, moved)
     try:
         with pytest.raises(ConfigError, match="run the rehearsal stage first"):
-            training_splits(load_params(layout.params_file, SHARE), layout)
-        assert training_splits(load_params(layout.params_file), layout)[1]["rehearsal_rows"] == 0  # share 0: fine
+            training_splits(load_params(layout.params_file, SHARE), layout, 0.3)
+        assert training_splits(load_params(layout.params_file), layout, 0.0)[1]["rehearsal_rows"] == 0  # share 0: fine
     finally:
         shutil.move(moved, layout.rehearsal_answers)

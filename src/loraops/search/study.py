@@ -31,7 +31,8 @@ def study_fingerprint(params: Params, layout: Layout) -> str:
     and val splits and of every file of the base model (weights, config, tokenizer, loraops_base.json), the
     search params but the runtime ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``), the train
     settings a trial keeps (method, batch size, gradient accumulation, warmup, learning-rate schedule), the
-    search seed and ``prepare.max_length``."""
+    search seed, ``prepare.max_length``, the dev pool and how trials are scored (``eval.constrained``,
+    ``eval.base_shots``, the system prompt)."""
     files = {path.name: sha256_file(path) if path.is_file() else None
              for path in (layout.prepared_dir / "train.jsonl", layout.prepared_dir / "val.jsonl")}
     if any(share > 0 for share in params.search.rehearsal_shares):  # trials mix these rows in
@@ -47,8 +48,11 @@ def study_fingerprint(params: Params, layout: Layout) -> str:
     # Each trial's retention-dev score depends on the pool's items and on how long its answers may be.
     retention = {"dev_pool": sha256_json([list(item) for item in POOLS["dev"]]),
                  "max_new_tokens": params.eval.retention_max_new_tokens}
+    # Trials and the base reference are scored as the evaluate stage scores (labels, shots, the constraint).
+    scoring = {"constrained": params.eval.constrained, "base_shots": params.eval.base_shots,
+               "system_prompt": params.prepare.system_prompt}
     settings = {"search": search, "train": train, "seed": seed_of(params), "max_length": params.prepare.max_length,
-                "retention": retention}
+                "retention": retention, "scoring": scoring}
     return sha256_json({"files": files, "settings": settings})[:16]
 
 
