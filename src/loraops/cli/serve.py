@@ -1,5 +1,6 @@
 """``loraops serve``: the champions of one or more registered models as named adapters on one base model,
-over MLflow's scoring protocol on 127.0.0.1 (:mod:`loraops.registry.library`, :mod:`loraops.registry.scoring_server`)."""
+over MLflow's scoring protocol on 127.0.0.1 (:mod:`loraops.registry.library`,
+:mod:`loraops.registry.scoring_server`)."""
 
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ def energy_line(facts: dict[str, dict]) -> str | None:
         return None
     methods = sorted({adapter.get("energy_method"), full.get("energy_method")} - {None})
     return (f"- **Energy**: the adapter cost {adapter['energy_joules'] / full['energy_joules'] * 100:.0f} % of the "
-            f"full fine-tune's energy ({adapter['energy_joules'] / 1000:.2f} kJ vs {full['energy_joules'] / 1000:.2f} kJ"
-            f" of training; {', '.join(methods)}).")
+            f"full fine-tune's energy ({adapter['energy_joules'] / 1000:.2f} kJ vs "
+            f"{full['energy_joules'] / 1000:.2f} kJ of training; {', '.join(methods)}).")
 
 
 def _num(value: Any, spec: str = ".3f") -> str:

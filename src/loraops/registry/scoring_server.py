@@ -40,7 +40,7 @@ def _records(payload: Any) -> list[Any]:
     keys = [k for k in ("dataframe_records", "dataframe_split", "inputs", "instances") if k in payload]
     if len(keys) != 1:
         raise BadRequest(400, "give exactly one of dataframe_records, dataframe_split, inputs"
-                         + (f" (got {', '.join(keys)})" if keys else f" (got {', '.join(map(str, payload)) or 'none'})"))
+                         + f" (got {', '.join(keys or map(str, payload)) or 'none'})")
     data = payload[keys[0]]
     if keys[0] == "dataframe_split":
         if not isinstance(data, dict) or not isinstance(data.get("columns"), list) or \
