@@ -7,6 +7,7 @@ from loraops.data.demo import generate_demo_dataset
 from loraops.modeling import load_tokenizer
 from loraops.prepare import prepare
 from loraops.training import IGNORE, CompletionCollator, encode_example, train
+from loraops.training.energy import CPU_WATTS_PER_CORE, ESTIMATE_METHOD
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,12 @@ def test_lora_none_is_full_fine_tuning_through_the_same_code(tiny_base, splits, 
     params = TrainParams(max_steps=2, batch_size=4, warmup_steps=0, logging_steps=1)
     _, record, _ = train(tiny_base, splits, params, 0, 384, tmp_path, None)
     assert record.method == "full" and record.trainable_share == 1.0
+    # What it cost is on record: CPU seconds of the loop and an energy figure that says how it was measured.
+    assert record.cpu_seconds > 0 and record.energy_joules > 0
+    assert record.energy_method in ("rapl", ESTIMATE_METHOD)
+    if record.energy_method == ESTIMATE_METHOD:
+        assert record.energy_joules == pytest.approx(record.cpu_seconds * CPU_WATTS_PER_CORE)
+    assert record.gpu_seconds is None  # CPU run
 
 
 def test_same_seed_gives_the_same_loss(tiny_base, splits, tmp_path):

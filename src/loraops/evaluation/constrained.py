@@ -51,8 +51,32 @@ class LabelConstraint:
 
     def prefix_fn(self, input_width: int) -> Callable[[int, Any], list[int]]:
         """The ``prefix_allowed_tokens_fn`` for one batch whose (left-padded) inputs are ``input_width`` wide."""
+        return batch_prefix_fn(None, input_width, self)
 
-        def allowed_tokens(_row: int, sequence: Any) -> list[int]:
-            return self.allowed(sequence[input_width:].tolist())
 
-        return allowed_tokens
+def row_constraints(tokenizer: Any, labels: list[str] | list[list[str]] | None,
+                    rows: int) -> list[LabelConstraint] | None:
+    """One constraint per row: ``labels`` is one label list for every row or a list per row (rows with the
+    same labels share one tree); None without labels."""
+    if not labels:
+        return None
+    per_row = labels if isinstance(labels[0], (list, tuple)) else [labels] * rows
+    if len(per_row) != rows:
+        raise ValueError(f"{len(per_row)} label lists for {rows} prompts")
+    built: dict[tuple[str, ...], LabelConstraint] = {}
+    for row_labels in per_row:
+        if tuple(row_labels) not in built:
+            built[tuple(row_labels)] = LabelConstraint(tokenizer, list(row_labels))
+    return [built[tuple(row_labels)] for row_labels in per_row]
+
+
+def batch_prefix_fn(constraints: list[LabelConstraint] | None, input_width: int,
+                    shared: LabelConstraint | None = None) -> Callable[[int, Any], list[int]]:
+    """The ``prefix_allowed_tokens_fn`` for one batch (left-padded inputs ``input_width`` wide): row ``i`` walks
+    ``constraints[i]`` (or ``shared`` for every row)."""
+
+    def allowed_tokens(row: int, sequence: Any) -> list[int]:
+        constraint = shared if constraints is None else constraints[row]
+        return constraint.allowed(sequence[input_width:].tolist())
+
+    return allowed_tokens

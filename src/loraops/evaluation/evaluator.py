@@ -17,25 +17,26 @@ from typing import Any
 from loraops.config import EvalParams, PrepareParams
 from loraops.core import ModelError
 from loraops.data import choose_shots, render_base_row
-from loraops.evaluation.constrained import LabelConstraint
+from loraops.evaluation.constrained import batch_prefix_fn, row_constraints
 from loraops.evaluation.metrics import load_metric, normalise_answer, score_answers
 from loraops.evaluation.retention import retention_prompts, score_retention
 from loraops.modeling import device, load_base, load_for_inference, load_tokenizer, recorded_trust
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int,
-                     max_new_tokens: int, *, labels: list[str] | None = None) -> list[str]:
+                     max_new_tokens: int, *, labels: list[str] | list[list[str]] | None = None) -> list[str]:
     """Greedy answers for ``prompts`` in batches (left padding so generation continues each prompt).
 
-    With ``labels`` every answer is exactly one of them (:class:`LabelConstraint`; at least as many new
-    tokens as the longest label needs); ``None`` decodes unconstrained.
+    With ``labels`` every answer is exactly one of them (:class:`~loraops.evaluation.constrained.LabelConstraint`; at least as many new
+    tokens as the longest label needs): one label list for every prompt, or one list per prompt (a mixed
+    batch of adapters with label sets of their own). ``None`` decodes unconstrained.
     """
     import torch
     from tqdm.auto import tqdm
 
-    constraint = LabelConstraint(tokenizer, labels) if labels else None
-    if constraint is not None:
-        max_new_tokens = max(max_new_tokens, constraint.longest)
+    constraints = row_constraints(tokenizer, labels, len(prompts))
+    if constraints is not None:
+        max_new_tokens = max(max_new_tokens, *(c.longest for c in constraints))
     # Prompts of similar length share a batch (less padding to compute); answers go back in input order.
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
@@ -45,7 +46,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size:
         batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device())
         width = batch["input_ids"].shape[1]
-        constrained = {} if constraint is None else {"prefix_allowed_tokens_fn": constraint.prefix_fn(width)}
+        constrained = {} if constraints is None else {
+            "prefix_allowed_tokens_fn": batch_prefix_fn([constraints[i] for i in chosen], width)}
         with torch.inference_mode():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

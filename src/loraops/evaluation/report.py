@@ -15,7 +15,8 @@ from loraops.modeling import safetensors_bytes
 from loraops.training import BaselineRecord, TrainRecord, read_baseline
 
 TRAINING_KEYS = {"trainable_params", "total_params", "adapter_bytes", "adapter_to_base_size", "train_seconds",
-                 "peak_memory_mb", "rehearsal_share", "rehearsal_rows", "rehearsal_tokens"}
+                 "peak_memory_mb", "rehearsal_share", "rehearsal_rows", "rehearsal_tokens", "cpu_seconds",
+                 "gpu_seconds", "energy_joules", "energy_method"}
 
 
 def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
@@ -33,6 +34,17 @@ def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
                 full["adapter_to_base_size"] = full["model_bytes"] / base_bytes  # a full copy: about 1.0
             facts["full"] = full
     return facts
+
+
+def energy_line(facts: dict[str, dict]) -> str | None:
+    """"The adapter cost X % of the full fine-tune's energy", when both training records carry energy."""
+    adapter, full = facts.get("adapter", {}), facts.get("full", {})
+    if not adapter.get("energy_joules") or not full.get("energy_joules"):
+        return None
+    methods = sorted({adapter.get("energy_method"), full.get("energy_method")} - {None})
+    return (f"- **Energy**: the adapter cost {adapter['energy_joules'] / full['energy_joules'] * 100:.0f} % of the "
+            f"full fine-tune's energy ({adapter['energy_joules'] / 1000:.2f} kJ vs "
+            f"{full['energy_joules'] / 1000:.2f} kJ of training; {', '.join(methods)}).")
 
 
 def _num(value: Any, spec: str = ".3f") -> str:
@@ -98,6 +110,8 @@ def render_report(summary: EvaluationSummary, per_label: dict[str, dict], facts:
                         else "undefined (the full fine-tune did not beat the base model)."))
     else:
         lines.append("- No full fine-tune (models/full) to compare with: run the baseline stage for it.")
+    if (energy := energy_line(facts)) is not None:
+        lines.append(energy)
     lines += ["", "Retention: share of the built-in general prompts (loraops.retention) answered right, "
               "rendered without the task's system prompt; drop = base minus model (positive = forgotten), "
               "with its paired bootstrap interval over the same items."]

@@ -29,13 +29,14 @@ from loraops.training import BaselineRecord, TrainRecord, read_baseline
 MODEL_TAG = "loraops.model"  # base | adapter | full on a model's child run
 # The metric names every model's child run uses (each only where it applies); the compare views line them up.
 MODEL_METRICS = ("accuracy", "accuracy_low", "accuracy_high", "macro_f1", "retention", "retention_drop",
-                 "trainable_params", "train_seconds", "peak_memory_mb")
+                 "trainable_params", "train_seconds", "peak_memory_mb", "cpu_seconds", "gpu_seconds", "energy_joules")
 SCORE_NAMES = {"seconds": "eval_seconds", "items_per_second": "eval_items_per_second", "items": "test_items"}
 TRAIN_NAMES = {"train_loss": "train_loss_mean", "val_loss": "val_loss_final", "best_val_loss": "val_loss_best",
                "adapter_bytes": "model_bytes", "adapter_to_base_size": "size_vs_base"}
 TRAIN_KEYS = ("trainable_params", "total_params", "trainable_share", "train_seconds", "peak_memory_mb",
               "tokens_per_second", "steps", "train_loss", "val_loss", "best_val_loss", "adapter_bytes",
-              "adapter_to_base_size")
+              "adapter_to_base_size", "cpu_seconds", "gpu_seconds", "energy_joules", "cpu_energy_joules",
+              "gpu_energy_joules", "energy_method")
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DESCRIPTIONS = {"base": "The base model, untrained, through the same evaluator (on a label task asked at its best: "
                         "the labels listed, worked examples from the train split).",
@@ -76,6 +77,8 @@ def model_params(name: str, layout: Layout, training: dict[str, Any] | None, bas
     if name == "tfidf":
         return {"method": "tfidf + logistic regression"}
     params = {"base_model": base_id}
+    if training and training.get("energy_method"):  # how energy_joules was measured (rapl, nvml, estimate)
+        params["energy_method"] = str(training["energy_method"])
     if name == "adapter":
         config = read_json(layout.adapter_dir / "adapter_config.json")
         params.update({"method": "lora" if not layout.train_metrics.is_file()

@@ -63,6 +63,63 @@ def base_model_reference(context: Any) -> tuple[Path, str | None]:
     return Path(base_dir), reference.get("base_model_sha256")
 
 
+class PromptSpec:
+    """How one adapter is asked and answers: its ``loraops_prompt.json`` (labels, the template rendered at
+    training time, the prepare params of versions registered before the template was stored)."""
+
+    def __init__(self, adapter_dir: Path):
+        spec = read_json(adapter_dir / PROMPT_FILE)
+        self.labels: list[str] = spec["labels"]
+        self.template: str | None = spec.get("template")
+        self.prepare = PrepareParams(**spec["prepare"])
+
+    def prompt(self, text: str, tokenizer: Any) -> str:
+        if self.template is not None:
+            return render_prompt(self.template, text)
+        return render_row({"text": text, "label": ""}, self.labels, tokenizer, self.prepare)["prompt"]
+
+    def answer_tokens(self, tokenizer: Any) -> int:
+        """Enough new tokens for the longest label and its end-of-turn."""
+        return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels) + 2
+
+
+class _RowAdapters:
+    """The model, with each generated row routed to its own named adapter (PEFT's per-row ``adapter_names``).
+
+    :func:`loraops.evaluation.generate_answers` batches prompts in its own order; a row is recognised by its
+    prompt tokens, so every row keeps its adapter whatever the order (identical prompts for different adapters
+    are taken first come, first served, which is the order a stable sort keeps)."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompts: list[str], adapter_names: list[str]):
+        from collections import defaultdict, deque
+
+        self.model = model
+        self.queues: dict[tuple[int, ...], Any] = defaultdict(deque)
+        for ids, name in zip(tokenizer(prompts, add_special_tokens=False)["input_ids"], adapter_names):
+            self.queues[tuple(ids)].append(name)
+
+    def generate(self, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
+        names = [self.queues[tuple(ids[mask.bool()].tolist())].popleft()
+                 for ids, mask in zip(input_ids.cpu(), attention_mask.cpu())]
+        return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, adapter_names=names, **kwargs)
+
+
+def answer_texts(model: Any, tokenizer: Any, specs: list[PromptSpec], texts: list[str], batch_size: int,
+                 adapter_names: list[str] | None = None) -> list[str]:
+    """The label answered for each text: row ``i`` is asked as ``specs[i]`` says and, with ``adapter_names``,
+    answered by the PEFT adapter of that name (one mixed batch). The one answering path of the registered
+    pyfunc and of ``loraops serve``: the same prompts, decoding and answer-to-label mapping. Answers are
+    decoded within each row's label set, as the evaluate stage scored them: every answer is one label."""
+    if not texts:
+        return []
+    prompts = [spec.prompt(text, tokenizer) for spec, text in zip(specs, texts)]
+    generator = model if adapter_names is None else _RowAdapters(model, tokenizer, prompts, adapter_names)
+    answers = generate_answers(generator, tokenizer, prompts, batch_size,
+                               max_new_tokens=max(spec.answer_tokens(tokenizer) for spec in set(specs)),
+                               labels=[list(spec.labels) for spec in specs] if all(s.labels for s in specs) else None)
+    return [label_for_answer(answer, spec.labels) for answer, spec in zip(answers, specs)]
+
+
 class AdapterModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
 
@@ -71,25 +128,13 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         base_dir, base_sha256 = base_model_reference(context)
         verify_base_model(base_dir, base_sha256)
         self.model, self.tokenizer = load_for_inference(base_dir, adapter)
-        spec = read_json(adapter / PROMPT_FILE)
-        self.labels = spec["labels"]
-        self.template = spec.get("template")
-        self.prepare = PrepareParams(**spec["prepare"])
+        self.spec = PromptSpec(adapter)
+        self.labels = self.spec.labels
         self.batch_size = int((context.model_config or {}).get("batch_size", 16))
-
-    def prompts(self, texts: list[str]) -> list[str]:
-        if self.template is not None:
-            return [render_prompt(self.template, t) for t in texts]
-        return [render_row({"text": t, "label": ""}, self.labels, self.tokenizer, self.prepare)["prompt"]
-                for t in texts]
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
         texts = request_texts(model_input)
-        # Decoded within the label set, as the evaluate stage scored it: every answer is one label (the
-        # constraint allows as many new tokens as the longest label needs).
-        answers = generate_answers(self.model, self.tokenizer, self.prompts(texts), self.batch_size,
-                                   max_new_tokens=1, labels=self.labels)
-        return [label_for_answer(a, self.labels) for a in answers]
+        return answer_texts(self.model, self.tokenizer, [self.spec] * len(texts), texts, self.batch_size)
 
 
 def _resolve(tracking: Tracking, name: str, ref: str) -> Any:
@@ -104,20 +149,28 @@ def _resolve(tracking: Tracking, name: str, ref: str) -> Any:
         raise
 
 
-def load_verified(tracking: Tracking, name: str, ref: str) -> Any:
-    """The pyfunc of version (or alias) ``ref`` of ``name``, loaded from a local copy whose content hash was
-    checked against the version's ``model.sha256`` first; a mismatch is a :class:`RegistryError` and no code
-    from the artifact runs."""
+def download_verified(tracking: Tracking, name: str, ref: str, into: Path | None = None) -> tuple[Any, Path]:
+    """(the model version, a local copy of its model folder) for version (or alias) ``ref`` of ``name``, the
+    copy's content hash checked against the version's ``model.sha256``; a mismatch is a :class:`RegistryError`.
+    The copy goes into ``into`` (an empty folder the caller owns and removes) or a new temporary folder."""
     version = _resolve(tracking, name, ref)
     expected = version.tags.get(MODEL_SHA256_TAG)
     if not expected:
         raise RegistryError(f"{name} version {version.version} records no {MODEL_SHA256_TAG}; its model cannot be "
                             "checked before it runs, so it is not loaded (register it again)")
-    folder = Path(tempfile.mkdtemp(prefix=f"loraops-{name}-{version.version}-"))
+    folder = into if into is not None else Path(tempfile.mkdtemp(prefix=f"loraops-{name}-{version.version}-"))
     local = Path(mlflow.artifacts.download_artifacts(version.source, dst_path=str(folder), tracking_uri=tracking.uri))
     actual = model_sha256(local)
     if actual != expected:
         raise RegistryError(f"{name} version {version.version}: the model artifacts' sha256 {actual[:16]}... is not "
                             f"the registered {MODEL_SHA256_TAG} {expected[:16]}... (changed in the artifact store?); "
                             "refusing to load it")
+    return version, local
+
+
+def load_verified(tracking: Tracking, name: str, ref: str) -> Any:
+    """The pyfunc of version (or alias) ``ref`` of ``name``, loaded from a local copy whose content hash was
+    checked against the version's ``model.sha256`` first; a mismatch is a :class:`RegistryError` and no code
+    from the artifact runs."""
+    _, local = download_verified(tracking, name, ref)
     return mlflow.pyfunc.load_model(str(local))

@@ -36,6 +36,14 @@ class TrainRecord(Record):
     rehearsal_share: float = 0.0
     rehearsal_rows: int = 0
     rehearsal_tokens: int = 0
+    # What the training loop cost (loraops.training.energy): CPU seconds of this process, busy GPU seconds
+    # (CUDA only), energy in joules and how it was measured ("rapl", "estimate: 12 W per busy core", "+ nvml").
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
+    energy_joules: float | None = None
+    cpu_energy_joules: float | None = None
+    gpu_energy_joules: float | None = None
+    energy_method: str | None = None
     # Written by the train stage once the adapter is saved and merged (none for the full fine-tune).
     adapter_bytes: int | None = None
     adapter_to_base_size: float | None = None

@@ -9,7 +9,6 @@ The ``train`` stage, the ``baseline`` stage and every search trial call :func:`t
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from loraops.config import LoraParams, TrainParams
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
 from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
+from loraops.training.energy import EnergyMeter
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
 
@@ -139,9 +139,10 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                       data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks or []))
     start_step = step_of(resume_from) if resume_from else 0
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    wall = time.perf_counter() - started
+    with EnergyMeter(cuda=device() == "cuda") as meter:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    cost = meter.reading
+    wall = cost.wall_seconds
     val_loss = trainer.evaluate()["eval_loss"]
     state = trainer.state
     steps_now = state.global_step - start_step
@@ -157,5 +158,8 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
         trainable_params=trainable, total_params=total, trainable_share=trainable / total,
         learning_rate=learning_rate or params.learning_rate, train_seconds=wall,
         tokens_per_second=seen * mean_len / wall if steps_now else None, peak_memory_mb=peak_memory_mb(),
-        memory_before_train_mb=memory_before, device=device(), torch_threads=torch.get_num_threads())
+        memory_before_train_mb=memory_before, device=device(), torch_threads=torch.get_num_threads(),
+        cpu_seconds=cost.cpu_seconds, gpu_seconds=cost.gpu_seconds, energy_joules=cost.energy_joules,
+        cpu_energy_joules=cost.cpu_energy_joules, gpu_energy_joules=cost.gpu_energy_joules,
+        energy_method=cost.energy_method)
     return model, record, curves

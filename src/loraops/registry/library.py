@@ -1,0 +1,192 @@
+"""The adapter library: one base model in memory and the ``champion`` of several registered models on it,
+each a named PEFT adapter (never a merged copy), answered per row in mixed batches.
+
+- Every version is checked before it is used: its model folder against ``model.sha256``
+  (:func:`loraops.registry.serving.download_verified`) and the base it was trained on (its
+  ``base_model.sha256`` tag and its ``base_model`` file) against the served base. A mismatch refuses that
+  adapter with the reason; the others are served.
+- :meth:`AdapterLibrary.refresh` follows the ``champion`` aliases: a moved alias (promotion, rollback, a
+  hand move in the UI) loads the new version next to the old one, swaps the name over, then deletes the old
+  adapter. Generation and every change of the model's adapters hold one lock, so a request that started
+  on the old version finishes on it and the next one gets the new version; none is dropped.
+- Answers come from :func:`loraops.registry.serving.answer_texts`, the registered pyfunc's own path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraops.core import RegistryError, read_json
+from loraops.core.tracking import Tracking
+from loraops.data import PROMPT_FILE
+from loraops.modeling import base_content_sha256, load_base, load_tokenizer
+from loraops.registry.promotion import CHAMPION
+from loraops.registry.register import BASE_REFERENCE
+from loraops.registry.serving import PromptSpec, answer_texts, download_verified
+
+BASE_SHA256_TAG = "base_model.sha256"
+
+
+@dataclass
+class ServedAdapter:
+    model_name: str  # the registered model: what a request names
+    version: str
+    adapter_name: str  # the PEFT adapter's name on the base: "<model>@<version>"
+    spec: PromptSpec
+    folder: Path  # the temporary folder this library made for the verified copy (deleted with the adapter)
+
+
+@dataclass
+class LibraryState:
+    served: dict[str, ServedAdapter] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # model name -> why its champion is not served
+    refused_versions: set[str] = field(default_factory=set)  # "<model>@<version>" refused for good (hash, base)
+
+
+def _adapter_dir(local: Path) -> Path:
+    found = sorted(local.rglob(PROMPT_FILE))
+    if not found:
+        raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
+    return found[0].parent
+
+
+class AdapterLibrary:
+    """``AdapterLibrary(tracking, base_dir, ["intent", "sentiment"]).refresh()`` then :meth:`answer`."""
+
+    def __init__(self, tracking: Tracking, base_dir: Path, model_names: list[str], batch_size: int = 16,
+                 alias: str = CHAMPION):
+        self.tracking = tracking
+        self.base_dir = Path(base_dir)
+        self.model_names = list(dict.fromkeys(model_names))
+        self.batch_size = batch_size
+        self.alias = alias
+        self.base_sha256 = base_content_sha256(self.base_dir)
+        self.base = load_base(self.base_dir)
+        self.base.eval()
+        self.tokenizer = load_tokenizer(self.base_dir, padding_side="left")
+        self.model: Any = None  # the PeftModel, made with the first adapter
+        self.state = LibraryState()
+        self.lock = threading.Lock()  # generation and every change of the model's adapters
+        self.refreshing = threading.Lock()  # one refresh at a time (the poll and a caller)
+
+    # --- following the aliases ---------------------------------------------------------------------------
+
+    def _check_base(self, name: str, version: Any, local: Path) -> None:
+        recorded = {version.tags.get(BASE_SHA256_TAG)}
+        for reference in local.rglob(BASE_REFERENCE):  # the model's own record of its base
+            recorded.add(read_json(reference).get("base_model_sha256"))
+        recorded.discard(None)
+        if not recorded or recorded - {self.base_sha256}:
+            shown = ", ".join(sorted(str(r)[:16] + "..." for r in recorded)) or "no base hash"
+            raise RegistryError(f"{name} version {version.version} was trained on base {shown}, not the served base "
+                                f"{self.base_sha256[:16]}... ({self.base_dir}); refusing that adapter")
+
+    def _fetch(self, name: str) -> tuple[Any, Path, Path, PromptSpec]:
+        """(version, the folder made for it, its adapter folder, its prompt); the folder is removed again on any
+        failure (only ever a folder made here: never a parent of the download)."""
+        folder = Path(tempfile.mkdtemp(prefix=f"loraops-serve-{name}-"))
+        try:
+            version, local = download_verified(self.tracking, name, self.alias, into=folder)
+            adapter = _adapter_dir(local)
+            self._check_base(name, version, local)
+            spec = PromptSpec(adapter)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return version, folder, adapter, spec
+
+    def _attach(self, adapter_name: str, adapter: Path) -> None:
+        from peft import PeftModel
+
+        if self.model is None:
+            self.model = PeftModel.from_pretrained(self.base, adapter, adapter_name=adapter_name, is_trainable=False)
+        else:
+            self.model.load_adapter(str(adapter), adapter_name=adapter_name, is_trainable=False)
+        self.model.eval()
+
+    def refresh(self) -> list[str]:
+        """Load every model's current champion that is not served yet; returns one line per change or refusal."""
+        lines = []
+        with self.refreshing:
+            for name in self.model_names:
+                line = self._refresh_one(name)
+                if line:
+                    lines.append(line)
+        return lines
+
+    def _refresh_one(self, name: str) -> str | None:
+        try:
+            current = self.tracking.retry(self.tracking.client.get_model_version_by_alias, name, self.alias)
+        except Exception as exc:
+            return self._refuse(name, f"{name}: no {self.alias} to serve ({str(exc).splitlines()[0][:200]})")
+        old = self.state.served.get(name)
+        if old is not None and old.version == str(current.version):
+            return None
+        if f"{name}@{current.version}" in self.state.refused_versions:
+            return None  # refused already, and it cannot change: not fetched again
+        try:
+            version, folder, adapter, spec = self._fetch(name)
+        except Exception as exc:
+            if isinstance(exc, RegistryError):  # its bytes or its base: the same on every try
+                self.state.refused_versions.add(f"{name}@{current.version}")
+            return self._refuse(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        new = ServedAdapter(name, str(version.version), f"{name}@{version.version}", spec, folder)
+        with self.lock:  # in-flight generation finishes first; the next request sees the new version
+            try:
+                self._attach(new.adapter_name, adapter)
+            except Exception as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                self.state.refused_versions.add(f"{name}@{version.version}")
+                return self._refuse(name, f"{name} version {version.version}: {exc}".splitlines()[0])
+            self.state.served[name] = new
+            self.state.refused.pop(name, None)
+            if old is not None:
+                self.model.delete_adapter(old.adapter_name)
+        if old is not None:
+            shutil.rmtree(old.folder, ignore_errors=True)
+            return f"{name}: now version {new.version} (was {old.version})"
+        return f"{name}: serving version {new.version}"
+
+    def _refuse(self, name: str, reason: str) -> str | None:
+        """Record why ``name`` is not served (or not updated); the line to log, once per new reason."""
+        if self.state.refused.get(name) == reason:
+            return None
+        self.state.refused[name] = reason
+        return reason
+
+    # --- answering ---------------------------------------------------------------------------------------
+
+    def versions(self) -> dict[str, str]:
+        return {name: served.version for name, served in self.state.served.items()}
+
+    def refused(self) -> dict[str, str]:
+        return dict(self.state.refused)
+
+    def answer(self, rows: list[tuple[str, str]]) -> list[dict[str, str]]:
+        """``[(text, model name)]`` -> ``[{"label", "adapter", "version"}]``, one mixed batch; an unknown or
+        refused model is a :class:`KeyError` naming it (checked before anything runs)."""
+        with self.lock:
+            served = dict(self.state.served)
+            for _, name in rows:
+                if name not in served:
+                    why = self.refused().get(name)
+                    raise KeyError(f"adapter {name!r} is not served" + (f": {why}" if why else
+                                   f" (served: {', '.join(sorted(served)) or 'none'})"))
+            chosen = [served[name] for _, name in rows]
+            labels = answer_texts(self.model, self.tokenizer, [c.spec for c in chosen], [t for t, _ in rows],
+                                  self.batch_size, adapter_names=[c.adapter_name for c in chosen])
+        return [{"label": label, "adapter": c.model_name, "version": c.version} for label, c in zip(labels, chosen)]
+
+    def close(self) -> None:
+        for served in self.state.served.values():
+            shutil.rmtree(served.folder, ignore_errors=True)
+
+
+def log(line: str) -> None:
+    print(f"loraops serve: {line}", file=sys.stderr, flush=True)
