@@ -18,7 +18,7 @@ from loraops.core import Layout, write_json
 from loraops.core.tracking import Retrier, Tracking
 from loraops.pipeline import run_stage
 
-UPSTREAM = ("base_model", "rehearsal", "ingest", "validate", "prepare", "search", "train")
+UPSTREAM = ("base_model", "ingest", "validate", "prepare", "rehearsal", "search", "train")
 
 
 def evaluation(adapter: float = 0.80, base: float = 0.30, full: float | None = 0.85, half_width: float = 0.08,

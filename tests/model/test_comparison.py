@@ -17,7 +17,7 @@ from tests.helpers.projects import new_project, run_stages
 def evaluated(tmp_path_factory, tiny_base):
     layout = new_project(tmp_path_factory.mktemp("comparison") / "project", tiny_base,
                          eval={"batch_size": 32, "bootstrap_samples": 200}, search={"enabled": False})
-    summary = run_stages(layout, "base_model", "rehearsal", "ingest", "validate", "prepare", "search", "train",
+    summary = run_stages(layout, "base_model", "ingest", "validate", "prepare", "rehearsal", "search", "train",
                          "baseline", "evaluate")["evaluate"]
     return layout, load_params(layout.params_file), summary
 

@@ -42,7 +42,7 @@ def test_a_base_with_its_own_code_trains_when_the_param_says_so(tmp_path, tiny_b
     base = custom_code_base(tiny_base, tmp_path / "custom")
     layout = new_project(tmp_path / "trusted", base, model={"trust_remote_code": True},
                          search={"enabled": False}, train={"method": "lora", "max_steps": 2})
-    run_stages(layout, "base_model", "rehearsal", "ingest", "validate", "prepare", "search", "train")
+    run_stages(layout, "base_model", "ingest", "validate", "prepare", "rehearsal", "search", "train")
     assert type(load_base(layout.base_model_dir)).__name__ == "LoraopsTestForCausalLM"
     assert (layout.adapter_dir / "adapter_model.safetensors").is_file()
 

@@ -18,7 +18,7 @@ from loraops.core import ModelError, RegistryError, read_json, read_jsonl
 from loraops.core.hashing import dvc_md5
 from loraops.data import label_for_answer, render_prompt
 from loraops.registry import MODEL_SHA256_TAG
-from loraops.registry.serving import load_verified
+from loraops.registry.serving import BASE_DIR_ENV, load_verified
 from tests.helpers.registry import client_for, evaluation, register, tracking_for
 
 
@@ -93,14 +93,18 @@ def test_the_version_holds_its_prompt_template_and_pinned_requirements(local_sto
     assert all("==" in line for line in requirements if line.split("==")[0] in named - {"loraops"}), requirements
 
 
-def test_loading_onto_another_base_is_a_clear_error(local_store, tmp_path):
+def test_loading_onto_another_base_is_a_clear_error(local_store, tmp_path, monkeypatch):
     layout, _ = local_store
     result = register(layout, "other-base", evaluation())
     other = shutil.copytree(layout.base_model_dir, tmp_path / "base")
     flip_last_byte(next(other.glob("*.safetensors")))
+    monkeypatch.setenv(BASE_DIR_ENV, str(other))  # another machine's copy of the base, one byte off
     with pytest.raises(ModelError, match="is not the base the adapter was trained on"):
-        mlflow.pyfunc.load_model(f"models:/other-base/{result['version']}", model_config={"base_model_dir": str(other)})
-    # The right base loads.
+        mlflow.pyfunc.load_model(f"models:/other-base/{result['version']}")
+    # The right base loads, from the recorded path or from a true copy named by the variable.
+    monkeypatch.setenv(BASE_DIR_ENV, str(shutil.copytree(layout.base_model_dir, tmp_path / "copy")))
+    assert len(mlflow.pyfunc.load_model(f"models:/other-base/{result['version']}").predict({"text": ["hi"]})) == 1
+    monkeypatch.delenv(BASE_DIR_ENV)
     served = mlflow.pyfunc.load_model(f"models:/other-base/{result['version']}")
     assert len(served.predict({"text": ["where is my parcel"]})) == 1
 

@@ -131,7 +131,7 @@ class RehearsalParams(_Group):
 
     share: float = Field(0.0, ge=0, lt=1)  # share of training examples that are rehearsal pairs; 0: off
     max_new_tokens: int = Field(48, ge=1)  # length cap of the base model's greedy answers (the rehearsal stage)
-    batch_size: int = Field(16, ge=1)  # prompts per generation batch in the rehearsal stage
+    batch_size: int = Field(32, ge=1)  # prompts per generation batch in the rehearsal stage
 
 
 class TrainParams(_Group):

@@ -24,8 +24,10 @@ def preflight(params: Params, layout: Layout) -> None:
 
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
-    "base_model": modeling.base_model_stage, "rehearsal": rehearsal.rehearsal_stage, "ingest": data.ingest_stage, "validate": validation.validate_stage,
-    "prepare": prepare.prepare_stage, "search": search.search_stage, "train": training.train_stage,
+    "base_model": modeling.base_model_stage, "ingest": data.ingest_stage, "validate": validation.validate_stage,
+    # After prepare: bad data fails in seconds, before the base model spends minutes answering the prompts.
+    "prepare": prepare.prepare_stage, "rehearsal": rehearsal.rehearsal_stage, "search": search.search_stage,
+    "train": training.train_stage,
     "baseline": training.baseline_stage, "evaluate": evaluation.evaluate_stage, "register": registry.register_stage,
 }
 PIPELINE = tuple(STAGES)

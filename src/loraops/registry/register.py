@@ -37,7 +37,6 @@ from loraops.validation import ValidationSummary, log_validation
 # also stops MLflow inferring its own, which wants torchvision).
 SERVED_PACKAGES = ("torch", "transformers", "peft", "safetensors", "loraops")
 PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
-SERVING_CONFIG = {"base_model_dir": "", "batch_size": 16}  # load-time overrides (serving.AdapterModel)
 BASE_REFERENCE = "base_model.json"  # in the logged model: where the local base model is (serving.py reads it)
 INPUT_EXAMPLE = {"text": ["where is my parcel?"]}
 
@@ -116,15 +115,14 @@ def _log_run(layout: Layout, params: Params, evaluation: EvaluationSummary, vali
     retry(log_validation, layout, validation)
     with tempfile.TemporaryDirectory() as tmp:
         # The base model's location goes in a file of the model, not in model_config: MLflow logs
-        # model_config as run params, and a path on this machine is no param. model_config names the keys
-        # a loader may override (MLflow accepts no others): an empty base_model_dir means the file's.
+        # model_config as run params, and a path on this machine is no param. Another machine's copy of the
+        # base is named at load time by LORAOPS_BASE_MODEL_DIR (serving.base_model_reference).
         reference = Path(tmp) / BASE_REFERENCE
         write_json(reference, {"base_model_dir": str(layout.base_model_dir.resolve()),
                                "base_model_id": base.get("id"), "base_model_sha256": base.get("content_sha256")})
         info = retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
                      artifacts={"adapter": str(layout.adapter_dir), "base_model": str(reference)},
-                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements(),
-                     model_config=SERVING_CONFIG)
+                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
     children = log_model_runs(tracking, experiment_id, run_id, layout, evaluation, found, str(base.get("id")),
                               info.model_id)
     return info, children

@@ -16,6 +16,7 @@ base model directory through ``model_config``. The version is self-contained all
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -49,17 +50,21 @@ def request_texts(model_input: Any) -> list[str]:
     return [str(t) for t in model_input]
 
 
+BASE_DIR_ENV = "LORAOPS_BASE_MODEL_DIR"  # at load time: where this machine keeps the base (its hash still checked)
+
+
 def base_model_reference(context: Any) -> tuple[Path, str | None]:
     """The local base model the adapter loads onto and the content hash it must have. Both come from the
     ``base_model`` file of the logged model (versions registered before it carry both in ``model_config``);
-    ``model_config={"base_model_dir": ...}`` at load time points at another copy of the base (another
-    machine's path), which must still have the recorded hash: the hash is never taken from the caller."""
-    config = dict(context.model_config or {})
+    ``LORAOPS_BASE_MODEL_DIR`` at load time points at another copy of the base (another machine's path), which
+    must still have the recorded hash: the hash never comes from the caller. (An environment variable, not a
+    load-time ``model_config``: MLflow only accepts overrides of keys logged with the model, and logs those as
+    run params, where no machine path belongs.)"""
     if "base_model" in (context.artifacts or {}):
         reference = read_json(Path(context.artifacts["base_model"]))
     else:
-        reference = config
-    base_dir = config.get("base_model_dir") or reference["base_model_dir"]
+        reference = dict(context.model_config or {})
+    base_dir = os.environ.get(BASE_DIR_ENV) or reference["base_model_dir"]
     return Path(base_dir), reference.get("base_model_sha256")
 
 
