@@ -137,7 +137,7 @@ class RehearsalParams(_Group):
 class TrainParams(_Group):
     method: Literal["qlora", "lora"] = "qlora"
     # The budget: a number of optimiser steps, or (with max_steps null) a number of passes over the data.
-    max_steps: int | None = Field(60, ge=1)
+    max_steps: int | None = Field(30, ge=1)
     epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -185,8 +185,10 @@ class SearchParams(_Group):
     """
 
     enabled: bool = True
-    n_trials: int = Field(6, ge=1)
-    max_steps: int = Field(20, ge=1)  # training steps of one trial that is never pruned
+    n_trials: int = Field(4, ge=1)
+    # Training steps of one trial that is never pruned; as many as train.max_steps, so that a trial forgets
+    # (and learns) what the adapter trained with its configuration will.
+    max_steps: int = Field(30, ge=1)
     # All trials together (finished + running trials' reservations); null means n_trials * max_steps.
     total_steps: int | None = Field(None, ge=1)
     eval_steps: int = Field(10, ge=1)  # val loss reported to the pruner every N steps (the first rung)
@@ -197,10 +199,10 @@ class SearchParams(_Group):
     alpha: int = Field(8, ge=1)  # with rslora: the fixed alpha (r=2: scaling 5.7, r=8: 2.8, r=16: 2)
     alpha_multiple: float = Field(2.0, gt=0)  # without rslora: lora alpha = round(alpha_multiple * r)
     target_modules: list[str] = Field(default_factory=lambda: list(TARGET_MODULE_SETS), min_length=1)
-    learning_rate: tuple[float, float] = (5e-4, 5e-3)  # log-uniform [low, high]; low == high fixes it
+    learning_rate: tuple[float, float] = (3e-4, 3e-3)  # log-uniform [low, high]; low == high fixes it
     dropout: float = Field(0.05, ge=0, lt=1)
     # Shares of rehearsal pairs (train.rehearsal) a trial may mix in; the chosen one goes to train.
-    rehearsal_shares: list[float] = Field(default_factory=lambda: [0.0, 0.3], min_length=1)
+    rehearsal_shares: list[float] = Field(default_factory=lambda: [0.3, 0.5], min_length=1)
     sampler: Literal["tpe", "random", "bruteforce"] = "tpe"
     # TPE's random start-up trials; null = max(2, n_trials // 3), so a small budget still gets TPE's picks.
     n_startup_trials: int | None = Field(None, ge=1)
