@@ -168,15 +168,20 @@ def main() -> None:
         # answers differ in length, which would measure the adapters, not the routing.
         rows = library.tokenizer([texts[i % 4] for i in range(len(served))], return_tensors="pt", padding=True)
 
-        def rows_per_second(choices: list[list[str]], rounds: int) -> float:
+        def seconds(choices: list[list[str]]) -> float:
             started = time.perf_counter()
             with library.lock, torch.inference_mode():
-                for _ in range(rounds):
-                    for chosen in choices:
-                        library.model(**rows, adapter_names=chosen)
-            return rounds * len(choices) * len(served) / (time.perf_counter() - started)
-        single = rows_per_second([[name] * len(served) for name in served], args.rounds)
-        mixed = rows_per_second([list(served)] * len(served), args.rounds)
+                for chosen in choices:
+                    library.model(**rows, adapter_names=chosen)
+            return time.perf_counter() - started
+        singles, mixes = [[name] * len(served) for name in served], [list(served)] * len(served)
+        seconds(singles), seconds(mixes)  # warm-up of both shapes
+        single_s = mixed_s = 0.0
+        for _ in range(args.rounds):  # interleaved, so a change in the machine's load hits both alike
+            single_s += seconds(singles)
+            mixed_s += seconds(mixes)
+        single = args.rounds * len(singles) * len(served) / single_s
+        mixed = args.rounds * len(mixes) * len(served) / mixed_s
         started = time.perf_counter()
         library.answer([(texts[i % 4], name) for i, name in enumerate(names)])
         mixed_answer_ms = (time.perf_counter() - started) * 1000
