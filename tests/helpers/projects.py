@@ -25,7 +25,7 @@ TINY_PARAMS = {
     "data": {"source": "demo", "demo": {"train_per_intent": 6, "test_per_intent": 2}},
     "prepare": {"max_length": 384},
     "train": {"max_steps": 4, "batch_size": 4, "logging_steps": 1, "warmup_steps": 0,
-              "lora": {"r": 4, "alpha": 8}},
+              "lora": {"r": 4, "alpha": 8}, "rehearsal": {"share": 0.0}},
     # A real (tiny) search in every whole-DAG test: 2 trials x 2 steps, pruning checked each step. A random
     # tiny model never beats its base beyond noise (no floor) and has no rehearsal answers (share 0 only).
     "search": {"enabled": True, "n_trials": 2, "max_steps": 2, "eval_steps": 1, "ranks": [2, 4],

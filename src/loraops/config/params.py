@@ -141,7 +141,8 @@ class TrainParams(_Group):
     epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    # The configuration the search found on the demo (README: Quick start); the search replaces it when on.
+    learning_rate: float = Field(2.2e-3, gt=0)
     warmup_steps: int = Field(4, ge=0)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     logging_steps: int = Field(5, ge=1)
@@ -157,8 +158,8 @@ class TrainParams(_Group):
     progress_bar: bool = True
     # Largest |logit| difference allowed between the merged export and adapter-on-base.
     merge_tolerance: float = Field(1e-3, gt=0)
-    lora: LoraParams = LoraParams()
-    rehearsal: RehearsalParams = RehearsalParams()
+    lora: LoraParams = LoraParams(r=4, alpha=8, target_modules="attention", use_rslora=True)
+    rehearsal: RehearsalParams = RehearsalParams(share=0.5)
 
     @model_validator(mode="after")
     def _one_budget(self) -> "TrainParams":
@@ -184,7 +185,7 @@ class SearchParams(_Group):
     Sized for the demo on 2 CPU cores (README: Rank search): 6 trials x 20 steps.
     """
 
-    enabled: bool = True
+    enabled: bool = False
     n_trials: int = Field(4, ge=1)
     # Training steps of one trial that is never pruned; as many as train.max_steps, so that a trial forgets
     # (and learns) what the adapter trained with its configuration will.

@@ -27,9 +27,9 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size:
                      max_new_tokens: int, *, labels: list[str] | list[list[str]] | None = None) -> list[str]:
     """Greedy answers for ``prompts`` in batches (left padding so generation continues each prompt).
 
-    With ``labels`` every answer is exactly one of them (:class:`~loraops.evaluation.constrained.LabelConstraint`; at least as many new
-    tokens as the longest label needs): one label list for every prompt, or one list per prompt (a mixed
-    batch of adapters with label sets of their own). ``None`` decodes unconstrained.
+    With ``labels`` every answer is exactly one of them (``constrained.LabelConstraint``; at least as many
+    new tokens as the longest label needs): one label list for every prompt, or one list per prompt (a
+    mixed batch of adapters with label sets of their own). ``None`` decodes unconstrained.
     """
     import torch
     from tqdm.auto import tqdm
