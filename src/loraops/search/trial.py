@@ -128,6 +128,7 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             trial.set_user_attr("over_budget", True)
             raise RuntimeError(f"trial {trial.number}: n_trials={s.n_trials} already taken by other workers")
         tracker = TrialTracker(layout, params, study, trial, lora, learning_rate, share)
+        layout.search_study_dir.mkdir(parents=True, exist_ok=True)  # absent when the study lives in an RDB
         work = Path(tempfile.mkdtemp(prefix=f"trial-{trial.number}-", dir=layout.search_study_dir))
         train_params = params.train.model_copy(update={
             "max_steps": s.max_steps, "learning_rate": learning_rate, "lora": lora,
