@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from bench.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,8 +80,8 @@ def main() -> None:
         "command": "make demo", "exit_code": code, "wall_seconds": round(wall, 1),
         "setup_seconds": None if first_flow_line is None else round(first_flow_line, 1),
         "stage_seconds": stage_seconds(lines, wall),
-        "search_enabled": "starting stage search" in "\n".join(line for _, line in lines) and
-        (dest / "models" / "search" / "trials.csv").is_file(),
+        # As the clone's params say (the stage logs "starting stage search" either way).
+        "search_enabled": bool(yaml.safe_load((dest / "params.yaml").read_text())["search"]["enabled"]),
         "decision": decision, "version": registered.get("version"),
         "champion_version": registered.get("version") if str(decision).startswith("champion") else None,
         "gates": registered.get("gates"),
