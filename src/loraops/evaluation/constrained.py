@@ -49,10 +49,6 @@ class LabelConstraint:
             node = node[token]
         return list(node) or [self.eos_token_id]
 
-    def prefix_fn(self, input_width: int) -> Callable[[int, Any], list[int]]:
-        """The ``prefix_allowed_tokens_fn`` for one batch whose (left-padded) inputs are ``input_width`` wide."""
-        return batch_prefix_fn(None, input_width, self)
-
 
 def row_constraints(tokenizer: Any, labels: list[str] | list[list[str]] | None,
                     rows: int) -> list[LabelConstraint] | None:
@@ -70,13 +66,11 @@ def row_constraints(tokenizer: Any, labels: list[str] | list[list[str]] | None,
     return [built[tuple(row_labels)] for row_labels in per_row]
 
 
-def batch_prefix_fn(constraints: list[LabelConstraint] | None, input_width: int,
-                    shared: LabelConstraint | None = None) -> Callable[[int, Any], list[int]]:
+def batch_prefix_fn(constraints: list[LabelConstraint], input_width: int) -> Callable[[int, Any], list[int]]:
     """The ``prefix_allowed_tokens_fn`` for one batch (left-padded inputs ``input_width`` wide): row ``i`` walks
-    ``constraints[i]`` (or ``shared`` for every row)."""
+    ``constraints[i]``."""
 
     def allowed_tokens(row: int, sequence: Any) -> list[int]:
-        constraint = shared if constraints is None else constraints[row]
-        return constraint.allowed(sequence[input_width:].tolist())
+        return constraints[row].allowed(sequence[input_width:].tolist())
 
     return allowed_tokens
