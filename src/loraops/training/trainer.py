@@ -1,7 +1,8 @@
 """The one trainer: supervised fine-tuning on prompt -> completion pairs with the HF Trainer.
 
 ``lora=None`` means full fine-tuning through the same code, so adapters and the full fine-tune differ
-only in what is trainable. The loss covers the answer tokens only: the prompt is masked with -100.
+only in what is trainable. The loss covers the answer tokens only (the prompt is masked with -100), each
+example weighing the same (:mod:`loraops.training.loss`).
 Checkpoints (see :mod:`loraops.training.checkpoints`) make a re-run after a crash resume where it stopped.
 The ``train`` stage, the ``baseline`` stage and every search trial call :func:`train`.
 """
@@ -17,10 +18,9 @@ from loraops.config import LoraParams, TrainParams
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
 from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
 from loraops.training.energy import EnergyMeter
+from loraops.training.loss import IGNORE, answer_loss_trainer
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
-
-IGNORE = -100
 
 
 @dataclass
@@ -96,7 +96,9 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluat
         bf16=compute_dtype() == torch.bfloat16, activation_checkpointing=params.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
         # The NaN filter checks the loss every step (a device sync on GPU) and hides divergence; off.
-        logging_nan_inf_filter=False, dataloader_num_workers=0, disable_tqdm=not params.progress_bar)
+        logging_nan_inf_filter=False, dataloader_num_workers=0, disable_tqdm=not params.progress_bar,
+        # Validation needs the loss only: gathering every position's logits cost vocabulary x tokens of memory.
+        prediction_loss_only=True)
 
 
 def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
@@ -111,7 +113,7 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     ``learning_rate`` overrides ``params.learning_rate`` (the baseline's own rate).
     """
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers import EarlyStoppingCallback, set_seed
 
     reset_peak_memory()
     memory_before = current_memory_mb()
@@ -136,7 +138,7 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     if params.early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
     args = training_arguments(params, seed, output_dir, evaluate=True, save=save, learning_rate=learning_rate)
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
+    trainer = answer_loss_trainer()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                       data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks or []))
     start_step = step_of(resume_from) if resume_from else 0
     with EnergyMeter(cuda=device() == "cuda") as meter:

@@ -1,0 +1,84 @@
+"""The training loss: next-token cross-entropy on the answer tokens, averaged per example.
+
+Two choices, both measured on the demo (README, "Rehearsal"):
+
+- **Each example weighs the same.** The HF default averages over all answer tokens of a batch, so a
+  48-token rehearsal answer counts as much as ten 5-token label answers: with half the rows rehearsal,
+  about nine tenths of the gradient was rehearsal and the task barely moved. Averaging each example's
+  tokens first, then the examples, makes ``train.rehearsal.share`` the share of the gradient it says.
+- **Logits only where the loss is.** The output projection (49k-token vocabulary for SmolLM2) is applied to
+  the hidden states of the answer positions only, not to every prompt position whose logits would be
+  thrown away. The result equals the full computation within float tolerance (tests/model/test_loss.py).
+  Models whose logits are not ``lm_head(hidden)`` (final-logit soft-capping or scaling) take the full
+  forward pass and the same per-example average.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100  # label of a position outside the loss (prompt, padding)
+
+
+def causal_parts(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, output projection) of a causal LM, PEFT-wrapped or not, or ``None`` when its logits are
+    not the projection of the last hidden state (then only the full forward pass is exact)."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(causal, "config", None)
+    if any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    get_decoder, get_head = getattr(causal, "get_decoder", None), getattr(causal, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    decoder, head = get_decoder(), get_head()
+    if decoder is None or head is None or decoder is causal:
+        return None
+    return decoder, head
+
+
+def per_example_losses(model: Any, batch: dict[str, Any], answer_only: bool = True) -> tuple[Any, Any]:
+    """(mean cross-entropy of each example's answer tokens, answer tokens per example) for a collated batch
+    (``input_ids``, ``attention_mask``, ``labels`` with :data:`IGNORE` outside the answers)."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
+    parts = causal_parts(model) if answer_only else None
+    if parts is not None:
+        decoder, head = parts
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden[rows, cols])  # position t predicts token t + 1
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+    token_losses = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
+    counts = torch.zeros(labels.shape[0], dtype=token_losses.dtype, device=token_losses.device)
+    counts.index_add_(0, rows, torch.ones_like(token_losses))
+    sums = torch.zeros_like(counts).index_add_(0, rows, token_losses)
+    return sums / counts.clamp(min=1), counts
+
+
+def example_mean_loss(model: Any, batch: dict[str, Any], answer_only: bool = True) -> Any:
+    """The training loss: the mean over the batch's examples (those with an answer) of
+    :func:`per_example_losses`."""
+    losses, counts = per_example_losses(model, batch, answer_only)
+    has_answer = counts > 0
+    if not bool(has_answer.any()):
+        raise ValueError("a training batch has no answer tokens: every label is masked")
+    return losses[has_answer].mean()
+
+
+def answer_loss_trainer(answer_only: bool = True) -> type:
+    """A ``transformers.Trainer`` whose loss (training and validation) is :func:`example_mean_loss`."""
+    from transformers import Trainer
+
+    class AnswerLossTrainer(Trainer):
+        # Our loss is a mean per micro-batch: the Trainer divides it by the accumulation steps itself.
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = example_mean_loss(model, inputs, answer_only)
+            return (loss, {}) if return_outputs else loss  # validation asks for outputs: it needs none
+
+    return AnswerLossTrainer
