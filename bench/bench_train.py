@@ -58,7 +58,7 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
     import torch
-    from transformers import Trainer, TrainerCallback
+    from transformers import TrainerCallback
 
     from loraops.training import current_memory_mb, peak_memory_mb, reset_peak_memory
 
@@ -66,7 +66,8 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
 
     from loraops.config import LoraParams, TrainParams
     from loraops.modeling import compute_dtype, count_parameters, device, load_tokenizer
-    from loraops.training import CompletionCollator, build_model, training_arguments
+    from loraops.training import CompletionCollator, answer_loss_trainer, build_model, example_mean_loss, \
+        training_arguments
 
     kind, _, gc = method.partition("-")
     torch.manual_seed(0)
@@ -81,8 +82,9 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
     bf16 = compute_dtype() == torch.bfloat16
     clock = StepClock()
     started = time.perf_counter()
-    if loop == "pipeline":
-        # The pipeline's own TrainingArguments (loraops.training.training_arguments), no eval and no checkpoints.
+    if loop in ("pipeline", "pipeline-full-logits"):
+        # The pipeline's own TrainingArguments (loraops.training.training_arguments) and loss, no eval and no
+        # checkpoints; ``pipeline-full-logits`` computes the logits at every position (the loss is the same).
         params = TrainParams(method="qlora" if kind == "qlora" else "lora", max_steps=steps, batch_size=batch,
                              learning_rate=1e-4, warmup_steps=0, eval_steps=None, early_stopping_patience=None,
                              save_steps=None, progress_bar=False, gradient_checkpointing=gc == "gc")
@@ -93,7 +95,8 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
 
         with tempfile.TemporaryDirectory() as work:
             args = training_arguments(params, 0, Path(work), evaluate=False, save=False)
-            Trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Tick()]).train()
+            trainer = answer_loss_trainer(answer_only=loop == "pipeline")
+            trainer(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Tick()]).train()
     else:
         if gc == "gc":
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -102,7 +105,7 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
         for step in range(steps):
             inputs = {k: v.to(device()) for k, v in collate(data[step * batch:(step + 1) * batch]).items()}
             with torch.autocast(device_type=device(), dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**inputs).loss
+                loss = example_mean_loss(model, inputs)  # the pipeline's loss: the ratio is the Trainer's overhead
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -151,7 +154,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--runs", default="qlora:pipeline,qlora:bare,lora:pipeline,full:pipeline,"
+    parser.add_argument("--runs", default="qlora:pipeline,qlora:pipeline-full-logits,qlora:bare,lora:pipeline,"
+                                          "full:pipeline,"
                                           "qlora-gc:pipeline,lora-gc:pipeline,full-gc:pipeline",
                         help="method:loop pairs; method qlora|lora|full, '-gc' adds activation checkpointing")
     parser.add_argument("--out", required=True)
@@ -180,7 +184,10 @@ def main() -> None:
                "pipeline_vs_bare_throughput": ratio(by, "steady_tokens_per_second", ("qlora", "pipeline"),
                                                     ("qlora", "bare")),
                "pipeline_vs_bare_throughput_incl_first_step": ratio(by, "tokens_per_second", ("qlora", "pipeline"),
-                                                                     ("qlora", "bare"))}
+                                                                     ("qlora", "bare")),
+               # Same loss, same data: output projection at every position / at the answer positions only.
+               "answer_only_step_speedup": ratio(by, "steady_seconds_per_step", ("qlora", "pipeline-full-logits"),
+                                                 ("qlora", "pipeline"))}
     for suffix in ("", "-gc"):
         for method in ("qlora", "lora"):
             for key, name in (("peak_memory_mb", "peak_memory"), ("peak_memory_over_import_mb", "peak_over_import")):

@@ -231,3 +231,14 @@ def test_a_rehearsal_share_mixes_the_answers_in_and_a_missing_file_is_one_clear_
     params = load_params(root / "params.yaml")  # a new rehearsal file is a new study
     choice = search_stage(params, layout)
     assert choice["rehearsal_share"] == 0.5
+
+
+def test_bruteforce_grid_tries_every_configuration_once_and_finishes(prepared, tmp_path, tiny_base):
+    # BruteForceSampler ends a study with Study.stop(), which ask/tell trials cannot take: the grid used to
+    # die with a RuntimeError on its last configuration.
+    root, params = project(prepared, tmp_path, tiny_base, n_trials=2, sampler="bruteforce", beat_base=False,
+                           learning_rate=[1e-3, 1e-3])
+    choice = search_stage(params, Layout(root))
+    study = open_study(params, Layout(root))
+    assert sorted(t.params["r"] for t in study.get_trials()) == [2, 4]
+    assert choice["trials"] == {"complete": 2, "pruned": 0, "fail": 0}

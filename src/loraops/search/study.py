@@ -104,7 +104,7 @@ def _create_study(params: Params, layout: Layout, worker: int, storage: Any) -> 
                    seed=seed, n_startup_trials=s.startup_trials(), multivariate=True,
                    constraints_func=lambda t: (float(t.user_attrs.get("retention_drop", 0.0)) - limit,)),
                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-               "bruteforce": lambda: optuna.samplers.BruteForceSampler(seed=seed)}[s.sampler]()
+               "bruteforce": lambda: _grid_sampler()(seed=seed)}[s.sampler]()
     # Pruning works on steps; the intermediate value is -val_loss so that "higher is better" as for accuracy.
     pruner = {"successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
                   min_resource=s.eval_steps, reduction_factor=s.reduction_factor),
@@ -113,6 +113,23 @@ def _create_study(params: Params, layout: Layout, worker: int, storage: Any) -> 
               "none": lambda: optuna.pruners.NopPruner()}[s.pruner]()
     return optuna.create_study(storage=storage, study_name=study_name(params, layout), direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def _grid_sampler() -> type:
+    """Optuna's BruteForceSampler for ask/tell trials. Once every configuration is done it ends the study from
+    ``after_trial`` with ``Study.stop()``, which Optuna allows only inside ``optimize`` (a RuntimeError after
+    the trial was stored); the search's own budget (``n_trials``) ends the search instead."""
+    import optuna
+
+    class GridSampler(optuna.samplers.BruteForceSampler):
+        def after_trial(self, study, trial, state, values):
+            try:
+                super().after_trial(study, trial, state, values)
+            except RuntimeError as exc:
+                if "Study.stop" not in str(exc):
+                    raise
+
+    return GridSampler
 
 
 def suggest(trial: Any, params: Params) -> tuple[LoraParams, float, float]:
