@@ -81,7 +81,7 @@ def test_missing_or_invalid_yaml_file(tmp_path):
 
 def test_flatten_gives_dotted_keys_for_every_leaf():
     flat = flatten(Params())
-    assert flat["train.lora.r"] == Params().train.lora.r == 4
+    assert flat["train.lora.r"] == Params().train.lora.r == 8
     assert flat["model.base"] == "smollm2-135m-instruct"
     assert not any(isinstance(v, dict) for v in flat.values())
 

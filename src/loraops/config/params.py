@@ -137,12 +137,12 @@ class RehearsalParams(_Group):
 class TrainParams(_Group):
     method: Literal["qlora", "lora"] = "qlora"
     # The budget: a number of optimiser steps, or (with max_steps null) a number of passes over the data.
-    max_steps: int | None = Field(30, ge=1)
+    max_steps: int | None = Field(60, ge=1)
     epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     # The configuration the search found on the demo (README: Quick start); the search replaces it when on.
-    learning_rate: float = Field(2.2e-3, gt=0)
+    learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(4, ge=0)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     logging_steps: int = Field(5, ge=1)
@@ -158,7 +158,7 @@ class TrainParams(_Group):
     progress_bar: bool = True
     # Largest |logit| difference allowed between the merged export and adapter-on-base.
     merge_tolerance: float = Field(1e-3, gt=0)
-    lora: LoraParams = LoraParams(r=4, alpha=8, target_modules="attention", use_rslora=True)
+    lora: LoraParams = LoraParams(r=8, alpha=8, target_modules="all-linear", use_rslora=True)
     rehearsal: RehearsalParams = RehearsalParams(share=0.5)
 
     @model_validator(mode="after")
@@ -185,22 +185,22 @@ class SearchParams(_Group):
     Sized for the demo on 2 CPU cores (README: Rank search): 6 trials x 20 steps.
     """
 
-    enabled: bool = False
-    n_trials: int = Field(4, ge=1)
+    enabled: bool = True
+    n_trials: int = Field(3, ge=1)
     # Training steps of one trial that is never pruned; as many as train.max_steps, so that a trial forgets
     # (and learns) what the adapter trained with its configuration will.
-    max_steps: int = Field(30, ge=1)
+    max_steps: int = Field(60, ge=1)
     # All trials together (finished + running trials' reservations); null means n_trials * max_steps.
     total_steps: int | None = Field(None, ge=1)
-    eval_steps: int = Field(10, ge=1)  # val loss reported to the pruner every N steps (the first rung)
-    ranks: list[int] = Field(default_factory=lambda: [2, 4, 8, 16], min_length=1)
+    eval_steps: int = Field(20, ge=1)  # val loss reported to the pruner every N steps (the first rung)
+    ranks: list[int] = Field(default_factory=lambda: [8, 16], min_length=1)
     # rsLoRA (scaling alpha / sqrt(r), fixed alpha): one learning-rate range fits every rank. Off, alpha is
     # alpha_multiple x r (scaling alpha / r, constant), and the best learning rate shifts with the rank.
     rslora: bool = True
     alpha: int = Field(8, ge=1)  # with rslora: the fixed alpha (r=2: scaling 5.7, r=8: 2.8, r=16: 2)
     alpha_multiple: float = Field(2.0, gt=0)  # without rslora: lora alpha = round(alpha_multiple * r)
-    target_modules: list[str] = Field(default_factory=lambda: list(TARGET_MODULE_SETS), min_length=1)
-    learning_rate: tuple[float, float] = (3e-4, 3e-3)  # log-uniform [low, high]; low == high fixes it
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], min_length=1)
+    learning_rate: tuple[float, float] = (1.5e-3, 3e-3)  # log-uniform [low, high]; low == high fixes it
     dropout: float = Field(0.05, ge=0, lt=1)
     # Shares of rehearsal pairs (train.rehearsal) a trial may mix in; the chosen one goes to train.
     rehearsal_shares: list[float] = Field(default_factory=lambda: [0.3, 0.5], min_length=1)
