@@ -68,7 +68,7 @@ def composition(client, version) -> tuple[CompositionRecord, dict]:
     return record, lineage
 
 
-def test_composition_registers_a_version_with_lineage_and_passing_gates(sources):
+def test_composition_registers_a_version_with_lineage_and_passing_gates(sources, tmp_path):
     layout, other, client = sources
     for name in (A, B):
         set_champion_score(client, name, 0.0)  # nothing to lose against: every task gate must pass
@@ -103,7 +103,7 @@ def test_composition_registers_a_version_with_lineage_and_passing_gates(sources)
     texts = [r["text"] for r in read_jsonl(layout.prepared_dir / "test.jsonl")[:4]]
     labels = read_json(layout.prepared_dir / "labels.json")
     assert set(load_verified(tracking, C, "champion").predict({"text": texts})) <= set(labels)
-    _, local = download_verified(tracking, C, "1")
+    _, local = download_verified(tracking, C, "1", into=tmp_path)
     config = read_json(adapter_dir(local) / "adapter_config.json")
     assert config["r"] == 8 and config["use_rslora"] is False  # cat: rank 4 + 4, scaling 1
 
@@ -182,6 +182,8 @@ def test_a_composition_is_a_model_of_its_own(sources):
     layout, other, _ = sources
     code, output = cli(layout, "compose", A, B, "--name", A, "--data", f"{B}={other}")
     assert code == 2 and f"error: --name '{A}' is one of the sources" in output, output
+    code, output = cli(layout, "compose", A, B, "--name", "a/b", "--data", f"{B}={other}")
+    assert code == 2 and "error: --name 'a/b': not a registered model name" in output, output
 
 
 def _version(folder: Path, sha: str) -> SimpleNamespace:

@@ -323,8 +323,8 @@ def score(layout: Layout, params: Params, composed: Path, sources: list[Source],
 # --- registering -------------------------------------------------------------------------------------------
 
 def _key(text: str) -> str:
-    """A registered model's name as part of an MLflow tag or metric key (letters, digits, _ - . / only)."""
-    return re.sub(r"[^\w\-./]", "_", text)
+    """A registered model's name as part of an MLflow tag or metric key (letters, digits, _ - . only)."""
+    return re.sub(r"[^\w\-.]", "_", text)
 
 
 def version_tags(record: CompositionRecord, base: dict[str, Any], git: dict[str, str]) -> dict[str, str]:
@@ -368,6 +368,8 @@ def describe_run(name: str, record: CompositionRecord, number: str, decision: st
 
 def check_target(tracking: Tracking, name: str, sources: list[tuple[str, str]]) -> None:
     """The composed model is a registered model of its own: not a source, not one the pipeline registers into."""
+    if not name.strip() or any(c in name for c in "/:'"):
+        raise RegistryError(f"--name {name!r}: not a registered model name (no '/', ':' or quotes)")
     if name in {m for m, _ in sources}:
         raise RegistryError(f"--name {name!r} is one of the sources; a composition is registered as a model of its own")
     versions = tracking.retry(tracking.client.search_model_versions, f"name='{name}'")

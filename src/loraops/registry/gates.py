@@ -1,5 +1,7 @@
 """Promotion gates: pure functions over the evaluation summary (``metrics/eval.json``), the validation
-summary and the current champion's recorded scores. No MLflow here, so every rule is testable on records.
+summary and the current champion's recorded scores, or, for a composed version, over its composition record
+and its source tasks' champions (:func:`composition_gates`). No MLflow here, so every rule is testable on
+records.
 
 Each gate ends ``pass``, ``fail`` or ``skipped``. Missing evidence (no full fine-tune in eval.json, no
 retention score, a champion scored on another test set) is a ``fail`` with the reason "missing
