@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from loraops.config import RegistryParams, load_params
@@ -51,6 +52,24 @@ def register(layout: Layout, model_name: str, eval_json: dict, *overrides: str) 
     params = load_params(layout.params_file, [f"registry.model_name={model_name}", "registry.retries=1",
                                               "registry.backoff_seconds=0.1", *overrides])
     return run_stage("register", params, layout)
+
+
+@contextmanager
+def perturbed_adapter(layout):
+    """The trained adapter with random LoRA B matrices (another adapter of the same shape), put back after."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = layout.adapter_dir / "adapter_model.safetensors"
+    saved = weights.read_bytes()
+    tensors = load_file(str(weights))
+    generator = torch.Generator().manual_seed(0)
+    save_file({k: (torch.randn(v.shape, generator=generator) if "lora_B" in k else v) for k, v in tensors.items()},
+              str(weights))
+    try:
+        yield
+    finally:
+        weights.write_bytes(saved)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
 
@@ -18,27 +17,9 @@ from loraops.core import read_jsonl
 from loraops.registry.library import BASE_SHA256_TAG, AdapterLibrary
 from loraops.registry.scoring_server import Limits, ScoringServer
 from loraops.registry.serving import load_verified
-from tests.helpers.registry import client_for, evaluation, register, tracking_for
+from tests.helpers.registry import client_for, evaluation, perturbed_adapter, register, tracking_for
 
 A, B, OTHER = "serve-a", "serve-b", "serve-other-base"
-
-
-@contextmanager
-def perturbed_adapter(layout):
-    """The trained adapter with random LoRA B matrices (another adapter of the same shape), put back after."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    weights = layout.adapter_dir / "adapter_model.safetensors"
-    saved = weights.read_bytes()
-    tensors = load_file(str(weights))
-    generator = torch.Generator().manual_seed(0)
-    save_file({k: (torch.randn(v.shape, generator=generator) if "lora_B" in k else v) for k, v in tensors.items()},
-              str(weights))
-    try:
-        yield
-    finally:
-        weights.write_bytes(saved)
 
 
 @pytest.fixture(scope="module")

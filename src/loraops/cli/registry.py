@@ -49,7 +49,8 @@ def models(params_file: Path = ParamsOption, overrides: Optional[list[str]] = Se
                f"{'decision':<18} gates ({', '.join(PROMOTION_GATES)})")
     for r in rows:
         interval = f"[{r['interval'][0]}, {r['interval'][1]}]" if r["interval"][0] else "-"
-        gates = " ".join(short.get(s, s) for s in r["gates"].values())
+        gates = " ".join(short.get(s, s) if tuple(r["gates"]) == PROMOTION_GATES else f"{g}={short.get(s, s)}"
+                         for g, s in r["gates"].items())  # a composed version's gates are its own, named
         typer.echo(f"{r['version']:>4} {','.join(r['aliases']) or '-':<20} {r['accuracy'] or '-':>9} {interval:<16} "
                    f"{r['base'] or '-':>6} {r['full'] or '-':>6}  {r['decision']:<18} {gates}")
 

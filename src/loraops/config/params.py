@@ -343,6 +343,28 @@ class PromoteParams(_Group):
         return value
 
 
+# PEFT's ``add_weighted_adapter`` combinations. ``cat`` stacks the sources' A and B matrices: the exact weighted
+# sum of their updates (rank = the sum of the ranks). ``linear``, ``ties``, ``dare_*`` and ``magnitude_prune``
+# combine A and B separately (equal ranks only; an approximation with cross terms); ``*svd`` truncates the exact
+# sum (or its TIES/DARE pruning) back to ``svd_rank``.
+COMBINATIONS = ("cat", "linear", "svd", "ties", "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd",
+                "dare_ties_svd", "magnitude_prune", "magnitude_prune_svd")
+PRUNING_COMBINATIONS = tuple(c for c in COMBINATIONS if c.startswith(("ties", "dare", "magnitude")))
+
+
+class ComposeParams(_Group):
+    """``loraops compose``: one adapter from registered versions of several models (see loraops.registry.compose)."""
+
+    combination: Literal[COMBINATIONS] = "cat"  # type: ignore[valid-type]
+    # One weight per source, in the order the sources are given; null: 1.0 each (every task's update whole).
+    weights: list[float] | None = None
+    density: float = Field(0.5, gt=0, le=1)  # ties/dare/magnitude_prune: share of each update's values kept
+    majority_sign: Literal["total", "frequency"] = "total"  # ties/dare_ties: how the sign of a value is elected
+    svd_rank: int | None = Field(None, ge=1)  # *svd: rank of the result; null: the largest source rank
+    # The gate on every source task: the composed score may be at most this far below that task's champion.
+    max_task_loss: float = Field(0.02, ge=0)
+
+
 # The stage is called 'validate', which shadows pydantic's deprecated BaseModel.validate (unused here).
 warnings.filterwarnings("ignore", message='Field name "validate" in "Params" shadows', category=UserWarning)
 
@@ -359,6 +381,7 @@ class Params(_Group):
     eval: EvalParams = EvalParams()
     registry: RegistryParams = RegistryParams()
     promote: PromoteParams = PromoteParams()
+    compose: ComposeParams = ComposeParams()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

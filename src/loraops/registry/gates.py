@@ -1,5 +1,7 @@
 """Promotion gates: pure functions over the evaluation summary (``metrics/eval.json``), the validation
-summary and the current champion's recorded scores. No MLflow here, so every rule is testable on records.
+summary and the current champion's recorded scores, or, for a composed version, over its composition record
+and its source tasks' champions (:func:`composition_gates`). No MLflow here, so every rule is testable on
+records.
 
 Each gate ends ``pass``, ``fail`` or ``skipped``. Missing evidence (no full fine-tune in eval.json, no
 retention score, a champion scored on another test set) is a ``fail`` with the reason "missing
@@ -14,6 +16,7 @@ from typing import Literal
 
 from loraops.config import PROMOTION_GATES, PromoteParams
 from loraops.evaluation import EvaluationSummary
+from loraops.registry.composition import ComposedSource, CompositionRecord
 from loraops.validation import ValidationSummary
 
 Status = Literal["pass", "fail", "skipped"]
@@ -87,14 +90,19 @@ def recovers_full_gain(evaluation: EvaluationSummary, params: PromoteParams) -> 
 
 
 def retention(evaluation: EvaluationSummary, params: PromoteParams) -> GateOutcome:
+    low, high = (_score(evaluation, "adapter", f"retention_drop_{end}") for end in ("low", "high"))
+    return retention_drop_gate(_score(evaluation, "adapter", "retention_drop"), low, high, params,
+                               "no adapter retention_drop in eval.json")
+
+
+def retention_drop_gate(drop: float | None, low: float | None, high: float | None, params: PromoteParams,
+                        missing: str) -> GateOutcome:
     name = "retention"
-    drop = _score(evaluation, "adapter", "retention_drop")
     if drop is None:
-        return _missing(name, "no adapter retention_drop in eval.json", params)
+        return _missing(name, missing, params)
     # The verdict is the point drop, as before; the paired interval goes beside it so that a reader sees how
     # sure it is (on ~100 items a drop of 0.05 is well inside the noise).
     verdict: Status = "pass" if drop <= params.max_retention_drop else "fail"
-    low, high = (_score(evaluation, "adapter", f"retention_drop_{end}") for end in ("low", "high"))
     interval = "" if low is None or high is None else f" [{low:+.4f}, {high:+.4f}]"
     return GateOutcome(name, verdict, f"retention drop {drop:.4f}{interval} "
                                       f"{'<=' if verdict == 'pass' else '>'} {params.max_retention_drop:.4f}")
@@ -132,6 +140,40 @@ def evaluate_gates(evaluation: EvaluationSummary, validation: ValidationSummary 
     return outcomes
 
 
+TASK_GATE = "task:"  # a composed version's gate per source task: "task:<registered model>"
+
+
+def keeps_task(source: ComposedSource, champion: ChampionScore | None, max_loss: float,
+               params: PromoteParams) -> GateOutcome:
+    """The composed adapter loses at most ``max_loss`` on a source task against that task's champion (scored on
+    the same test set; point scores, the composed interval shown beside)."""
+    name = f"{TASK_GATE}{source.model}"
+    metric = source.headline
+    if champion is None:
+        return _missing(name, f"{source.model} has no champion to compare with", params)
+    if champion.test_set_sha256 != source.test_set_sha256:
+        return _missing(name, f"champion v{champion.version} of {source.model} was scored on another test set", params)
+    if champion.score is None:
+        return _missing(name, f"champion v{champion.version} of {source.model} records no {metric}", params)
+    floor = champion.score - max_loss
+    # A hair of tolerance: "0.80 >= 0.82 - 0.02" must not fail on the float rounding of the subtraction.
+    verdict: Status = "pass" if source.score >= floor - 1e-9 else "fail"
+    return GateOutcome(name, verdict, f"{source.model}: composed {metric} {source.score:.4f} "
+                                      f"[{source.score_low:.4f}, {source.score_high:.4f}] "
+                                      f"{'>=' if verdict == 'pass' else '<'} champion v{champion.version} "
+                                      f"{champion.score:.4f} - {max_loss:.4f}")
+
+
+def composition_gates(record: CompositionRecord, champions: dict[str, ChampionScore | None],
+                      params: PromoteParams) -> list[GateOutcome]:
+    """A composed version's gates: one per source task (:func:`keeps_task`, against ``champions[model]``, the
+    margin recorded with the composition) and retention, as for every version."""
+    outcomes = [keeps_task(s, champions.get(s.model), record.max_task_loss, params) for s in record.sources]
+    outcomes.append(retention_drop_gate(record.retention_drop, record.retention_drop_low, record.retention_drop_high,
+                                        params, "no retention_drop in the composition record"))
+    return outcomes
+
+
 def passed(outcomes: list[GateOutcome]) -> bool:
     return all(o.status != "fail" for o in outcomes)
 
@@ -146,11 +188,12 @@ def summarise(outcomes: list[GateOutcome]) -> str:
     return "; ".join(parts) or "all pass"
 
 
-def parse_summary(text: str | None) -> dict[str, str]:
-    """``{gate: pass|fail|skipped}`` from a ``gates`` tag; ``{}`` when there is none (not evaluated)."""
+def parse_summary(text: str | None, gates: tuple[str, ...] = PROMOTION_GATES) -> dict[str, str]:
+    """``{gate: pass|fail|skipped}`` from a ``gates`` tag; ``{}`` when there is none (not evaluated). ``gates``:
+    the version's gate names (a composed version has its own)."""
     if not text:
         return {}
-    statuses = dict.fromkeys(PROMOTION_GATES, "pass")
+    statuses = dict.fromkeys(gates, "pass")
     if text != "all pass":
         for part in text.split(";"):
             status, _, names = part.strip().partition(":")

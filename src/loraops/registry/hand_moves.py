@@ -31,10 +31,10 @@ from typing import Any
 from loraops.config import PromoteParams
 from loraops.core import RegistryError
 from loraops.core.tracking import Tracking, is_missing
-from loraops.registry.gates import GateOutcome, evaluate_gates, passed, summarise
-from loraops.registry.promotion import (CHAMPION, CHAMPION_AT_TAG, CHAMPION_TAG, PREVIOUS, PromotionLease,
-                                        alias_version, champion_score, mark_champion, now, record_gates,
-                                        registry_lock, repair_promotion, version_evidence)
+from loraops.registry.gates import GateOutcome, passed, summarise
+from loraops.registry.promotion import (CHAMPION, CHAMPION_AT_TAG, CHAMPION_TAG, PREVIOUS, Evidence, PromotionLease,
+                                        alias_version, gate_evidence, mark_champion, now, record_gates,
+                                        registry_lock, repair_promotion)
 
 log = logging.getLogger(__name__)
 UNKNOWN_AUTHOR = "not recorded (MLflow keeps no author for alias changes)"
@@ -129,7 +129,7 @@ def _handle(tracking: Tracking, lease: PromotionLease, name: str, params: Promot
         return HandMove(None, replaced, "not evaluated", action, line)
 
     version = str(current.version)
-    outcomes, gates = _gates(tracking, name, version, replaced, params)
+    outcomes, gates, evidence = _gates(tracking, name, version, replaced, params)
     action = "reverted" if revert else "recorded"
     verdict = "not evaluated" if not outcomes else ("passes the gates" if passed(outcomes) else "fails the gates")
     decision = (f"not champion (moved to champion by hand, reverted; {verdict})" if revert
@@ -141,8 +141,7 @@ def _handle(tracking: Tracking, lease: PromotionLease, name: str, params: Promot
             + ("moved back by loraops (promote.hand_moves: revert)." if revert
                else "kept and recorded (promote.hand_moves: record)."))
     if outcomes:
-        evaluation, _ = version_evidence(tracking, current)
-        record_gates(tracking, lease, name, version, outcomes, decision, tags, evaluation, [note])
+        record_gates(tracking, lease, name, version, outcomes, decision, tags, evidence.evaluation, [note])
     else:
         lease.check(f"recording the hand move to version {version}")
         for key, value in {**tags, "gates": gates, "decision": decision}.items():
@@ -169,17 +168,18 @@ def _handle(tracking: Tracking, lease: PromotionLease, name: str, params: Promot
 
 
 def _gates(tracking: Tracking, name: str, version: str, replaced: str | None,
-           params: PromoteParams) -> tuple[list[GateOutcome], str]:
-    """The gates for ``version`` against the champion it replaced; ([], why) when its evidence is missing."""
+           params: PromoteParams) -> tuple[list[GateOutcome], str, Evidence]:
+    """The gates for ``version`` against the champion it replaced; ([], why, no evidence) when its evidence
+    is missing."""
     target = tracking.retry(tracking.client.get_model_version, name, version)
     try:
-        evaluation, validation = version_evidence(tracking, target)
+        evidence = gate_evidence(tracking, target)
     except RegistryError as exc:
-        return [], f"not evaluated ({exc})"
+        return [], f"not evaluated ({exc})", Evidence()
     old = tracking.retry(tracking.client.get_model_version, name, replaced) if replaced and \
         _version_exists(tracking, name, replaced) else None
-    outcomes = evaluate_gates(evaluation, validation, params, champion_score(old, evaluation.headline), version)
-    return outcomes, summarise(outcomes)
+    outcomes = evidence.gates(tracking, params, old, version)
+    return outcomes, summarise(outcomes), evidence
 
 
 def _exists(tracking: Tracking, name: str) -> bool:

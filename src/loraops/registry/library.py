@@ -49,7 +49,27 @@ class LibraryState:
     refused_versions: set[str] = field(default_factory=set)  # "<model>@<version>" refused for good (hash, base)
 
 
-def _adapter_dir(local: Path) -> Path:
+def recorded_bases(version: Any, local: Path) -> set[str]:
+    """The base hashes a downloaded version names: its ``base_model.sha256`` tag and its model's own
+    ``base_model`` file (empty when it records none)."""
+    recorded = {version.tags.get(BASE_SHA256_TAG)}
+    for reference in local.rglob(BASE_REFERENCE):
+        recorded.add(read_json(reference).get("base_model_sha256"))
+    recorded.discard(None)
+    return {str(r) for r in recorded}
+
+
+def check_base(name: str, version: Any, local: Path, base_sha256: str, base_dir: Path) -> None:
+    """A :class:`RegistryError` unless the version was trained on the base with content hash ``base_sha256``."""
+    recorded = recorded_bases(version, local)
+    if not recorded or recorded - {base_sha256}:
+        shown = ", ".join(sorted(r[:16] + "..." for r in recorded)) or "no base hash"
+        raise RegistryError(f"{name} version {version.version} was trained on base {shown}, not the served base "
+                            f"{base_sha256[:16]}... ({base_dir}); refusing that adapter")
+
+
+def adapter_dir(local: Path) -> Path:
+    """The adapter folder inside a downloaded loraops model (the one holding its prompt file)."""
     found = sorted(local.rglob(PROMPT_FILE))
     if not found:
         raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
@@ -77,24 +97,14 @@ class AdapterLibrary:
 
     # --- following the aliases ---------------------------------------------------------------------------
 
-    def _check_base(self, name: str, version: Any, local: Path) -> None:
-        recorded = {version.tags.get(BASE_SHA256_TAG)}
-        for reference in local.rglob(BASE_REFERENCE):  # the model's own record of its base
-            recorded.add(read_json(reference).get("base_model_sha256"))
-        recorded.discard(None)
-        if not recorded or recorded - {self.base_sha256}:
-            shown = ", ".join(sorted(str(r)[:16] + "..." for r in recorded)) or "no base hash"
-            raise RegistryError(f"{name} version {version.version} was trained on base {shown}, not the served base "
-                                f"{self.base_sha256[:16]}... ({self.base_dir}); refusing that adapter")
-
     def _fetch(self, name: str) -> tuple[Any, Path, Path, PromptSpec]:
         """(version, the folder made for it, its adapter folder, its prompt); the folder is removed again on any
         failure (only ever a folder made here: never a parent of the download)."""
         folder = Path(tempfile.mkdtemp(prefix=f"loraops-serve-{name}-"))
         try:
             version, local = download_verified(self.tracking, name, self.alias, into=folder)
-            adapter = _adapter_dir(local)
-            self._check_base(name, version, local)
+            adapter = adapter_dir(local)
+            check_base(name, version, local, self.base_sha256, self.base_dir)
             spec = PromptSpec(adapter)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,7 +45,9 @@ from loraops.core.tracking import Tracking, is_missing
 from loraops.evaluation import EvaluationSummary
 from loraops.evaluation.comparison import markdown_table
 from loraops.registry.cleanup import REGISTRATION_TAG
-from loraops.registry.gates import ChampionScore, GateOutcome, describe, evaluate_gates, passed, summarise
+from loraops.registry.composition import COMPOSED_TAG, COMPOSITION_FILE, CompositionRecord
+from loraops.registry.gates import (ChampionScore, GateOutcome, composition_gates, describe, evaluate_gates, passed,
+                                    summarise)
 from loraops.registry.lineage import parse_score
 from loraops.validation import ValidationSummary
 
@@ -232,6 +235,43 @@ def version_evidence(tracking: Tracking, version: Any) -> tuple[EvaluationSummar
     return evaluation, validation
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a version's gates are evaluated from: a pipeline version's eval.json and validation.json, or a
+    composed version's composition record (whose gates compare with its sources' champions)."""
+
+    evaluation: EvaluationSummary | None = None
+    validation: ValidationSummary | None = None
+    composition: CompositionRecord | None = None
+
+    def gates(self, tracking: Tracking, params: PromoteParams, champion: Any | None,
+              version: str) -> list[GateOutcome]:
+        """The outcomes for ``version`` against its model's ``champion`` (a version or None)."""
+        if self.composition is not None:
+            # Each source task's champion now: the composed version must keep up with what each task serves.
+            champions = {s.model: champion_score(alias_version(tracking, s.model, CHAMPION), s.headline)
+                         for s in self.composition.sources}
+            return composition_gates(self.composition, champions, params)
+        assert self.evaluation is not None
+        return evaluate_gates(self.evaluation, self.validation, params,
+                              champion_score(champion, self.evaluation.headline), version)
+
+
+def gate_evidence(tracking: Tracking, version: Any) -> Evidence:
+    """The evidence ``version`` was registered with, read back from its run (:class:`Evidence`)."""
+    if version.tags.get(COMPOSED_TAG) != "true":
+        evaluation, validation = version_evidence(tracking, version)
+        return Evidence(evaluation, validation)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = tracking.retry(tracking.client.download_artifacts, version.run_id,
+                                   f"reports/{COMPOSITION_FILE}", tmp)
+            return Evidence(composition=CompositionRecord.read(Path(local)))
+        except Exception as exc:
+            raise RegistryError(f"version {version.version}: its run {version.run_id} has no readable "
+                                f"reports/{COMPOSITION_FILE} ({str(exc).splitlines()[0]})") from None
+
+
 def record_gates(tracking: Tracking, lease: PromotionLease | None, name: str, version: str,
                  outcomes: list[GateOutcome], decision: str, extra: dict[str, str] | None = None,
                  evaluation: EvaluationSummary | None = None, notes: list[str] | None = None) -> None:
@@ -347,8 +387,7 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
     version = str(version)
     target = tracking.retry(tracking.client.get_model_version, name, version)
     require_complete(target, name)
-    evaluation, validation = version_evidence(tracking, target)
-    metric = evaluation.headline
+    evidence = gate_evidence(tracking, target)
     with registry_lock(tracking, name, params.lock_ttl_seconds) as lease:
         repaired = repair_promotion(tracking, lease, name)
         if make_challenger:
@@ -358,7 +397,7 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
                 tracking.retry(tracking.client.set_registered_model_alias, name, CHALLENGER, version)
         for _ in range(max_rounds):
             old = alias_version(tracking, name, CHAMPION)
-            outcomes = evaluate_gates(evaluation, validation, params, champion_score(old, metric), version)
+            outcomes = evidence.gates(tracking, params, old, version)
             ok = passed(outcomes)
             already = old is not None and str(old.version) == version
             extra: dict[str, str] = {}
@@ -372,18 +411,19 @@ def promote(tracking: Tracking, name: str, version: str, params: PromoteParams,
                 decision = "champion (fails the gates now; `loraops rollback` demotes it)"
             moving = decision.startswith(CHAMPION) and not already
             record_gates(tracking, lease, name, version, outcomes, PROMOTING if moving else decision, extra,
-                         evaluation)
+                         evidence.evaluation)
             if not moving:
                 break
             # Compare-and-set: the champion must still be the one the gates were evaluated against.
             again = alias_version(tracking, name, CHAMPION)
             if (again and str(again.version)) != (old and str(old.version)):
                 continue
-            move_champion(tracking, lease, name, version, old, decision, outcomes, evaluation)
+            move_champion(tracking, lease, name, version, old, decision, outcomes, evidence.evaluation)
             break
         else:
             raise RegistryError(f"{name}: the champion kept changing during the promotion of version {version}")
     return {"version": int(version), "decision": decision, "gates": {o.name: o.status for o in outcomes},
+            "reasons": {o.name: o.reason for o in outcomes},
             "previous": int(old.version) if old is not None and not already and decision.startswith(CHAMPION) else None,
             "repaired": repaired}
 

@@ -62,7 +62,7 @@ def signature() -> Any:
     return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema([ColSpec("string", "label")]))
 
 
-def _verify_uploaded(tracking: Tracking, run_id: str, adapter_md5: str, model_uri: str) -> str:
+def verify_uploaded(tracking: Tracking, run_id: str, adapter_md5: str, model_uri: str) -> str:
     """The run's adapter, downloaded back, has the DVC md5 the version records (``adapter_md5``, hashed from
     the local folder before the upload), and the logged model has its MLmodel. Returns the logged model's
     content hash (``model.sha256``), which loading checks (:func:`loraops.registry.serving.verified_model_dir`)."""
@@ -81,7 +81,7 @@ def _verify_uploaded(tracking: Tracking, run_id: str, adapter_md5: str, model_ur
         return model_sha256(model)
 
 
-def _find_version_of_run(tracking: Tracking, name: str, run_id: str) -> Any | None:
+def find_version_of_run(tracking: Tracking, name: str, run_id: str) -> Any | None:
     found = tracking.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     return found[0] if found else None
 
@@ -113,19 +113,27 @@ def _log_run(layout: Layout, params: Params, evaluation: EvaluationSummary, vali
     if layout.eval_report.parent.is_dir():  # report.md, per-label scores, confusion and comparison plots
         retry(mlflow.log_artifacts, str(layout.eval_report.parent), artifact_path="reports/eval")
     retry(log_validation, layout, validation)
+    info = log_adapter_model(tracking, layout.adapter_dir, layout.base_model_dir, base)
+    children = log_model_runs(tracking, experiment_id, run_id, layout, evaluation, found, str(base.get("id")),
+                              info.model_id)
+    return info, children
+
+
+def log_adapter_model(tracking: Tracking, adapter_dir: Path, base_dir: Path, base: dict[str, Any]) -> Any:
+    """Log ``adapter_dir`` as the served pyfunc on the active run, referencing the local base; returns MLflow's
+    model info."""
+    import mlflow
+
     with tempfile.TemporaryDirectory() as tmp:
         # The base model's location goes in a file of the model, not in model_config: MLflow logs
         # model_config as run params, and a path on this machine is no param. Another machine's copy of the
         # base is named at load time by LORAOPS_BASE_MODEL_DIR (serving.base_model_reference).
         reference = Path(tmp) / BASE_REFERENCE
-        write_json(reference, {"base_model_dir": str(layout.base_model_dir.resolve()),
+        write_json(reference, {"base_model_dir": str(base_dir.resolve()),
                                "base_model_id": base.get("id"), "base_model_sha256": base.get("content_sha256")})
-        info = retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
-                     artifacts={"adapter": str(layout.adapter_dir), "base_model": str(reference)},
-                     signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
-    children = log_model_runs(tracking, experiment_id, run_id, layout, evaluation, found, str(base.get("id")),
-                              info.model_id)
-    return info, children
+        return tracking.retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
+                              artifacts={"adapter": str(adapter_dir), "base_model": str(reference)},
+                              signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
 
 
 def register_stage(params: Params, layout: Layout) -> dict[str, Any]:
@@ -164,7 +172,7 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
     except RegistryError:
         raise
     except Exception as exc:
-        raise RegistryError(f"tracking server {redact_url(layout.tracking_uri())}: {_first_line(exc)} "
+        raise RegistryError(f"tracking server {redact_url(layout.tracking_uri())}: {first_line(exc)} "
                             f"(after {params.registry.retries} retries); nothing was registered") from None
     client, retry = tracking.client, tracking.retry
     version, status, creating = None, "FAILED", False
@@ -174,25 +182,25 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
         # Hashed before the upload: the version must record the bytes that were uploaded, checked below.
         outputs = lineage_tags(layout, params)
         info, children = _log_run(layout, params, evaluation, validation, tracking, experiment_id, run_id, base)
-        model_hash = retry(_verify_uploaded, tracking, run_id, outputs["dvc.adapter.md5"], info.model_uri)
+        model_hash = retry(verify_uploaded, tracking, run_id, outputs["dvc.adapter.md5"], info.model_uri)
         retry(mlflow.log_dict, lineage_record(outputs, evaluation, train, validation, base, git, run_id,
                                               _search_run_id(layout)), "lineage.json")
         tags = {**version_tags(outputs, evaluation, base, git), MODEL_SHA256_TAG: model_hash,
                 OWNER_TAG: process_identity(), REGISTRATION_TAG: "incomplete"}
-        retry(_create_registered_model, tracking, name)
+        retry(create_registered_model, tracking, name)
         creating = True
         try:
             version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
                                                   model_id=info.model_id)
         except Exception:
             # The server may have created it before failing to answer: look before creating a second one.
-            version = retry(_find_version_of_run, tracking, name, run_id) or \
+            version = retry(find_version_of_run, tracking, name, run_id) or \
                 retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=tags,
                       model_id=info.model_id)
         number = str(version.version)
         # Complete before any alias points at it: an alias never names a half-registered version.
         retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
-        retry(_link_logged_model, tracking, info.model_id, name, number)
+        retry(link_logged_model, tracking, info.model_id, name, number)
         promotion = promote(tracking, name, number, params.promote, make_challenger=True)
         values = summary(evaluation, promotion["decision"], promotion["gates"], train)
         write_summary(layout.summary_metrics, values)
@@ -204,17 +212,17 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
     except Exception as exc:
         if version is None and creating:
             with contextlib.suppress(Exception):
-                version = _find_version_of_run(tracking, name, run_id)
+                version = find_version_of_run(tracking, name, run_id)
         if version is not None:
-            left = discard_own(tracking, name, str(version.version)) + _champion_now(tracking, name)
+            left = discard_own(tracking, name, str(version.version)) + champion_now(tracking, name)
         elif creating:
             left = (f"a version may have been created before the server stopped answering; it is tagged "
                     f"{REGISTRATION_TAG}=incomplete and the next run's check deletes it")
         else:
             left = "no version was registered"
         with contextlib.suppress(Exception):
-            client.set_tag(run_id, "loraops.failed_stage", f"register: {_first_line(exc)}")
-        raise RegistryError(f"registration in {redact_url(layout.tracking_uri())} failed: {_first_line(exc)}; "
+            client.set_tag(run_id, "loraops.failed_stage", f"register: {first_line(exc)}")
+        raise RegistryError(f"registration in {redact_url(layout.tracking_uri())} failed: {first_line(exc)}; "
                             f"{left}") from None
     finally:
         with contextlib.suppress(Exception):
@@ -226,7 +234,7 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
             "model_runs": children, "summary": values, "hand_move": moved.line if moved else None}
 
 
-def _link_logged_model(tracking: Tracking, model_id: str, name: str, version: str) -> None:
+def link_logged_model(tracking: Tracking, model_id: str, name: str, version: str) -> None:
     """What ``mlflow.register_model`` does and ``create_model_version`` does not: tell the logged model which
     version it became, so the run's Logged models table shows it registered."""
     import json
@@ -240,7 +248,7 @@ def _link_logged_model(tracking: Tracking, model_id: str, name: str, version: st
         tracking.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*known, entry])})
 
 
-def _create_registered_model(tracking: Tracking, name: str) -> None:
+def create_registered_model(tracking: Tracking, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -251,7 +259,7 @@ def _create_registered_model(tracking: Tracking, name: str) -> None:
             raise
 
 
-def _champion_now(tracking: Tracking, name: str) -> str:
+def champion_now(tracking: Tracking, name: str) -> str:
     """Where ``champion`` points now, for the failure message (a failure after promotion keeps it)."""
     try:
         champion = alias_version(tracking, name, CHAMPION)
@@ -260,6 +268,6 @@ def _champion_now(tracking: Tracking, name: str) -> str:
     return f"; champion is version {champion.version}" if champion is not None else "; there is no champion"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = redact_url(str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}"

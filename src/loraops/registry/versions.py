@@ -10,7 +10,8 @@ from typing import Any
 from loraops.config import PROMOTION_GATES
 from loraops.core.tracking import Tracking, is_missing
 from loraops.registry.cleanup import aliases_by_version
-from loraops.registry.gates import parse_summary
+from loraops.registry.composition import COMPOSED_TAG
+from loraops.registry.gates import TASK_GATE, parse_summary
 from loraops.registry.lineage import parse_score, pointer_tags
 from loraops.registry.promotion import CHAMPION, alias_version
 
@@ -29,6 +30,14 @@ def _text(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def gate_names(tags: dict[str, str]) -> tuple[str, ...]:
+    """The gates a version is judged by: the pipeline's, or a composed version's (one per source task, retention)."""
+    if tags.get(COMPOSED_TAG) != "true":
+        return PROMOTION_GATES
+    models = [part.rsplit(" v", 1)[0] for part in tags.get("compose.sources", "").split(", ") if part]
+    return (*(f"{TASK_GATE}{m}" for m in models), "retention")
+
+
 def version_rows(tracking: Tracking, name: str) -> list[dict[str, Any]]:
     """One row per version of ``name`` (none when the model does not exist), oldest first."""
     try:
@@ -42,7 +51,8 @@ def version_rows(tracking: Tracking, name: str) -> list[dict[str, Any]]:
     for version in sorted(versions, key=lambda v: int(v.version)):
         tags = version.tags
         value, low, high = _score(tags, "adapter", "accuracy")
-        gates = parse_summary(tags.get("gates")) or {g: tags.get(f"gate.{g}", "-") for g in PROMOTION_GATES}
+        gates = parse_summary(tags.get("gates"), gate_names(tags)) or \
+            {g: tags.get(f"gate.{g}", "-") for g in PROMOTION_GATES}
         rows.append({"version": int(version.version), "aliases": sorted(by_version.get(str(version.version), [])),
                      "accuracy": _text(value), "interval": [_text(low), _text(high)],
                      "base": _text(_score(tags, "base", "accuracy")[0]),
