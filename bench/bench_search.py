@@ -90,6 +90,7 @@ def replay(params, layout, grid: dict, seed: int) -> dict:
         trial.set_user_attr("val_correct", list(measured.correct))
         trial.set_user_attr("retention_dev", measured.retention)
         trial.set_user_attr("retention_drop", measured.retention_drop)
+        study_mod.retention_constraint(trial, measured.retention_drop, search_params)
         return measured.metric
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

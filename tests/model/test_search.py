@@ -191,6 +191,9 @@ def test_trials_record_val_accuracy_retention_drop_and_per_item_correctness(prep
     for t in trials:
         assert t.value == t.user_attrs["val_accuracy"] == sum(t.user_attrs["val_correct"]) / 4
         assert t.user_attrs["retention_drop"] == pytest.approx(base["retention_dev"] - t.user_attrs["retention_dev"])
+        # The sampler is told how far each trial is over the forgetting bound (<= 0 feasible).
+        limit = params.promote.max_retention_drop
+        assert t.constraints == {"retention_drop": pytest.approx(t.user_attrs["retention_drop"] - limit)}
     table = list(__import__("csv").DictReader((layout.search_dir / "trials.csv").open()))
     assert {r["retention_drop"] for r in table} == {str(t.user_attrs["retention_drop"]) for t in trials}
     assert {r["feasible"] for r in table} == {"1"}

@@ -97,12 +97,11 @@ def _create_study(params: Params, layout: Layout, worker: int, storage: Any) -> 
     s = params.search
     # Each worker gets its own sampler seed so parallel workers do not draw the same configurations.
     seed = seed_of(params) + worker
-    # TPE: a start-up that fits a small budget, the joint (multivariate) density of the space, and trials
-    # that forgot more than the promotion gate allows steered away from (constraints <= 0 are feasible).
-    limit = params.promote.max_retention_drop
+    # TPE: a start-up that fits a small budget and the joint (multivariate) density of the space; trials that
+    # forgot more than the promotion gate allows are steered away from by the constraint each trial sets
+    # (:func:`retention_constraint`).
     sampler = {"tpe": lambda: optuna.samplers.TPESampler(
-                   seed=seed, n_startup_trials=s.startup_trials(), multivariate=True,
-                   constraints_func=lambda t: (float(t.user_attrs.get("retention_drop", 0.0)) - limit,)),
+                   seed=seed, n_startup_trials=s.startup_trials(), multivariate=True),
                "random": lambda: optuna.samplers.RandomSampler(seed=seed),
                "bruteforce": lambda: _grid_sampler()(seed=seed)}[s.sampler]()
     # Pruning works on steps; the intermediate value is -val_loss so that "higher is better" as for accuracy.
@@ -113,6 +112,12 @@ def _create_study(params: Params, layout: Layout, worker: int, storage: Any) -> 
               "none": lambda: optuna.pruners.NopPruner()}[s.pruner]()
     return optuna.create_study(storage=storage, study_name=study_name(params, layout), direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
+
+
+def retention_constraint(trial: Any, drop: float, params: Params) -> None:
+    """Tell the sampler how far the trial's retention-dev drop is over the gate's bound (<= 0: feasible);
+    Optuna 5's per-trial constraint, which its samplers read in place of a ``constraints_func``."""
+    trial.set_constraint("retention_drop", float(drop) - params.promote.max_retention_drop)
 
 
 def _grid_sampler() -> type:

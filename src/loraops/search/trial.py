@@ -23,7 +23,7 @@ from loraops.core import ConfigError, Layout
 from loraops.data import load_labels, load_splits
 from loraops.evaluation import run_model
 from loraops.modeling import count_parameters
-from loraops.search.study import budget_state, seed_of, suggest
+from loraops.search.study import budget_state, retention_constraint, seed_of, suggest
 from loraops.search.tracking import TrialTracker
 from loraops.training import load_rehearsal_rows, mix_rehearsal, train
 
@@ -149,6 +149,7 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             drop = base["retention_dev"] - scores["retention_dev"]
             for key, value in {**scores, "retention_drop": drop}.items():
                 trial.set_user_attr(key, value)
+            retention_constraint(trial, drop, params)
             tracker.finish("COMPLETE", {"val_accuracy": scores["val_accuracy"],
                                         "retention_dev": scores["retention_dev"], "retention_drop": drop,
                                         "steps": record.steps, "train_seconds": record.train_seconds})
