@@ -100,3 +100,31 @@ def test_epochs_budget_and_scheduler(tiny_base, splits, tmp_path):
     assert record.steps == -(-len(splits["train"]) // 16)  # one pass over the data
     with pytest.raises(ValueError, match="exactly one of train.max_steps and train.epochs"):
         TrainParams(max_steps=10, epochs=1)
+
+
+def test_qlora_gradients_are_the_same_after_a_validation_pass(tiny_base):
+    # bitsandbytes may rewrite 4-bit layers at the first no-grad forward (CPUs with AVX512-BF16) into a layout
+    # whose backward passes no gradient to the layer input: a validation step changed every later LoRA gradient.
+    import torch
+
+    from loraops.training import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_base, "qlora", LoraParams(r=4, alpha=8, dropout=0.0))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # zero at init, which would hide the gradient through the layers above
+            torch.nn.init.normal_(param, std=0.05)
+    ids = torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(0))
+
+    def gradients():
+        model.train()
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    before = gradients()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)  # what a validation step does
+    after = gradients()
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)

@@ -72,6 +72,12 @@ def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
         # Casts norms to fp32 and enables input grads so LoRA gradients flow through frozen 4-bit layers.
         # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # On a CPU with AVX512-BF16, bitsandbytes rewrites a 4-bit layer in place at its first no-grad forward
+        # (the first validation) into an inference layout whose backward passes no gradient to the layer's
+        # input: every LoRA gradient below it was wrong from then on. Kept in the layout it trains in.
+        for module in model.modules():
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
     return get_peft_model(model, lora_config(lora))
 
 
