@@ -8,6 +8,9 @@ are computed once per study, through the same evaluator, and kept in the study's
 (:func:`base_reference`). While training, the val loss every ``search.eval_steps`` goes to ``trial.report``
 (negated: the study maximises) and ``trial.should_prune()`` can stop the trial early. A trial whose rehearsal
 share is above 0 trains on the task rows mixed with the rehearsal answers (:func:`loraops.training.mix_rehearsal`).
+A worker loads the base once (:class:`loraops.training.ResidentBase`); each trial puts a fresh adapter on it and
+takes it off again. A ``lora`` trial is scored as it stands in memory; a ``qlora`` one trained on the 4-bit base
+is saved and scored on the full-precision base, as the evaluate stage scores it.
 """
 
 from __future__ import annotations

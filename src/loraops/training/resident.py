@@ -1,4 +1,6 @@
-"""One base model per search worker: loaded (for QLoRA quantised and prepared) once, lent to trial after trial.
+"""The frozen base LoRA trains on (:func:`training_base`), a fresh adapter on it (:func:`attach_adapter`),
+and one such base per search worker, loaded (for QLoRA quantised) once and lent to trial after trial
+(:class:`ResidentBase`).
 
 Loading and quantising the base is most of a short trial's overhead (bench/bench_search_overhead.py). A trial
 borrows the base: :meth:`ResidentBase.attach` puts a fresh LoRA adapter on it, its init seeded as on a fresh
@@ -16,7 +18,40 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import LoraParams
-from loraops.modeling import load_tokenizer
+from loraops.modeling import load_base, load_tokenizer, lora_config
+
+
+def training_base(base_dir: Path, method: str) -> Any:
+    """The frozen base LoRA trains on: QLoRA's 4-bit NF4 base (prepared for k-bit training) or, for ``lora``,
+    the full-precision base. One load of it can serve many adapters, one after another
+    (:class:`ResidentBase`)."""
+    from peft import prepare_model_for_kbit_training
+
+    quantized = method == "qlora"
+    model = load_base(base_dir, quantize_4bit=quantized)
+    if quantized:
+        # Casts norms to fp32 and freezes the base; LoRA gradients flow through the frozen 4-bit layers.
+        # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # On a CPU with AVX512-BF16, bitsandbytes rewrites a 4-bit layer in place at its first no-grad forward
+        # (the first validation) into an inference layout whose backward passes no gradient to the layer's
+        # input: every LoRA gradient below it was wrong from then on. Kept in the layout it trains in.
+        for module in model.modules():
+            if getattr(module, "support_avx512bf16_for_cpu", False):
+                module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def attach_adapter(model: Any, lora: LoraParams, seed: int | None = None) -> Any:
+    """A fresh LoRA adapter on ``model`` (modified in place: PEFT injects its layers). With ``seed`` the
+    adapter's random init depends on the seed alone, not on what ran in this process before, so an adapter
+    attached to a base already in memory starts exactly as one on a freshly loaded base."""
+    from peft import get_peft_model
+    from transformers import set_seed
+
+    if seed is not None:
+        set_seed(seed)
+    return get_peft_model(model, lora_config(lora))
 
 
 @dataclass
@@ -28,8 +63,8 @@ class _LoadedState:
     requires_grad: dict[str, bool]
     embedding_hooks: int
     # Identity of every 4-bit weight and its quantisation state: bitsandbytes replaces them when it rewrites a
-    # layer (loraops.training.trainer.training_base keeps the one known rewrite off); a base whose 4-bit
-    # weights were replaced is not the one loaded.
+    # layer (training_base keeps the one known rewrite off); a base whose 4-bit weights were replaced is not
+    # the one loaded.
     quantized: list[tuple[Any, int, Any, int]] = field(default_factory=list)
 
 
@@ -73,8 +108,6 @@ class ResidentBase:
         return self._tokenizer
 
     def _load(self) -> Any:
-        from loraops.training.trainer import training_base
-
         model = training_base(self.base_dir, self.method)
         self._state = _LoadedState(
             use_cache=getattr(model.config, "use_cache", None), training=model.training,
@@ -85,8 +118,6 @@ class ResidentBase:
 
     def attach(self, lora: LoraParams, seed: int) -> Any:
         """A fresh LoRA adapter (seeded with ``seed``) on the base, as a PEFT model to train."""
-        from loraops.training.trainer import attach_adapter
-
         if self._attached is not None:
             raise RuntimeError("the resident base still carries the last trial's adapter; release() it first")
         model = self._model if self._model is not None else self._load()

@@ -13,18 +13,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loraops.config import LoraParams, TrainParams
-from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
+from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer
 from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
-
-if TYPE_CHECKING:
-    from loraops.training.resident import ResidentBase
+from loraops.training.resident import ResidentBase, attach_adapter, training_base
 
 
 @dataclass
@@ -62,39 +60,6 @@ class CompletionCollator:
             labels.append(item["labels"] + [IGNORE] * pad)
             mask.append([1] * len(item["input_ids"]) + [0] * pad)
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
-
-
-def training_base(base_dir: Path, method: str) -> Any:
-    """The frozen base LoRA trains on: QLoRA's 4-bit NF4 base (prepared for k-bit training) or, for ``lora``,
-    the full-precision base. One load of it can serve many adapters, one after another
-    (:class:`loraops.training.ResidentBase`)."""
-    from peft import prepare_model_for_kbit_training
-
-    quantized = method == "qlora"
-    model = load_base(base_dir, quantize_4bit=quantized)
-    if quantized:
-        # Casts norms to fp32 and freezes the base; LoRA gradients flow through the frozen 4-bit layers.
-        # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        # On a CPU with AVX512-BF16, bitsandbytes rewrites a 4-bit layer in place at its first no-grad forward
-        # (the first validation) into an inference layout whose backward passes no gradient to the layer's
-        # input: every LoRA gradient below it was wrong from then on. Kept in the layout it trains in.
-        for module in model.modules():
-            if getattr(module, "support_avx512bf16_for_cpu", False):
-                module.support_avx512bf16_for_cpu = False
-    return model
-
-
-def attach_adapter(model: Any, lora: LoraParams, seed: int | None = None) -> Any:
-    """A fresh LoRA adapter on ``model`` (modified in place: PEFT injects its layers). With ``seed`` the
-    adapter's random init depends on the seed alone, not on what ran in this process before, so an adapter
-    attached to a base already in memory starts exactly as one on a freshly loaded base."""
-    from peft import get_peft_model
-    from transformers import set_seed
-
-    if seed is not None:
-        set_seed(seed)
-    return get_peft_model(model, lora_config(lora))
 
 
 def build_model(base_dir: Path, method: str, lora: LoraParams | None, seed: int | None = None) -> Any:
