@@ -1,7 +1,9 @@
 """Training benchmark: QLoRA vs LoRA vs full fine-tuning, and the pipeline's trainer vs a bare PEFT loop.
 
 Each method runs in a fresh subprocess so peak memory is its own. All methods see the same examples in the
-same order, with the same batch size and sequence length (rows padded/truncated to ``--seq`` tokens).
+same order, with the same batch size and sequence length (rows padded/truncated to ``--seq`` tokens). Every run
+reports its model FLOPs utilisation (``mfu``: model FLOPs per second over the peak; bench/flops.py has the
+formula and how the peak is obtained: a measured matmul rate on CPU, the datasheet on a GPU).
 
     flock /work/heavy.lock python -m bench.bench_train --base models/base --out bench/results/train_cpu_b8_s128.json
     python -m bench.bench_train --base DIR --init-from-config   # same architecture, random weights (GPU hosts
@@ -19,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.flops import matmul_params, model_flops_per_step, peak_flops
 from bench.machine import machine_info
 
 
@@ -76,6 +79,11 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
     lora = None if kind == "full" else LoraParams()
     model = build_model(Path(base), "qlora" if kind == "qlora" else "lora", lora)
     trainable, total = count_parameters(model)
+    # The full-logits loop applies the output projection at every position, the others at the answer ones.
+    logit_positions = steps * batch * seq if loop == "pipeline-full-logits" else sum(
+        sum(1 for label in row["labels"][1:] if label != -100) for row in data)
+    flops_per_step = model_flops_per_step(matmul_params(model), batch * seq, logit_positions // steps,
+                                          full=lora is None)
     load_peak, after_load = peak_memory_mb(), current_memory_mb()
     reset_peak_memory()
     collate = CompletionCollator(tokenizer.pad_token_id)
@@ -126,7 +134,10 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
             "peak_memory_loading_mb": load_peak, "peak_memory_mb": max(train_peak, after_load),
             "peak_memory_over_import_mb": max(train_peak, after_load) - after_import,
             "trainable_params": trainable, "total_params": total, "adapter_bytes": adapter_bytes,
-            "gradient_checkpointing": gc == "gc", "device": device(), "compute_dtype": str(compute_dtype())}
+            "gradient_checkpointing": gc == "gc", "device": device(), "compute_dtype": str(compute_dtype()),
+            "model_flops_per_step": flops_per_step,
+            # Steady state where there is one (the first step builds the optimizer and warms caches).
+            "achieved_flops_per_second": flops_per_step / (steady or seconds / steps)}
 
 
 def init_from_config(base: Path) -> Path:
@@ -166,6 +177,10 @@ def main() -> None:
         print(json.dumps(run_one(args.base, method, loop, args.steps, args.batch, args.seq)))
         return
     base = init_from_config(Path(args.base)) if args.init_from_config else Path(args.base)
+    # Measured once, in this process before the runs, with the torch threads they get.
+    import torch
+
+    peak = peak_flops("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for run in args.runs.split(","):
         # As a module (the cwd is the repository root, as for this process), so `bench.machine` imports.
@@ -174,7 +189,10 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{run} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result.update(peak_flops_per_second=peak["flops_per_second"], peak_method=peak["method"],
+                      mfu=result["achieved_flops_per_second"] / peak["flops_per_second"])
+        results.append(result)
         print(json.dumps(results[-1]), flush=True)
     by = {(r["method"], r["loop"]): r for r in results}
     base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
@@ -187,7 +205,9 @@ def main() -> None:
                                                                      ("qlora", "bare")),
                # Same loss, same data: output projection at every position / at the answer positions only.
                "answer_only_step_speedup": ratio(by, "steady_seconds_per_step", ("qlora", "pipeline-full-logits"),
-                                                 ("qlora", "pipeline"))}
+                                                 ("qlora", "pipeline")),
+               # Model FLOPs per second over the peak (bench/flops.py: the formula, how the peak was obtained).
+               "mfu_qlora_pipeline": by[("qlora", "pipeline")]["mfu"] if ("qlora", "pipeline") in by else None}
     for suffix in ("", "-gc"):
         for method in ("qlora", "lora"):
             for key, name in (("peak_memory_mb", "peak_memory"), ("peak_memory_over_import_mb", "peak_over_import")):
@@ -199,7 +219,7 @@ def main() -> None:
     # glibc malloc settings change CPU RSS a lot (freed buffers kept vs returned): recorded with the result.
     allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     report = {"benchmark": "train", "machine": machine_info(), "command": " ".join(sys.argv), "allocator_env": allocator,
-              "summary": summary, "runs": results}
+              "peak": peak, "summary": summary, "runs": results}
     text = json.dumps(report, indent=2)
     if args.out == "-":
         print(text)

@@ -33,10 +33,10 @@ def prepared(tmp_path_factory, tiny_base) -> Path:
     return layout.root
 
 
-def project(prepared: Path, tmp_path: Path, tiny_base: Path, **search) -> tuple[Path, object]:
+def project(prepared: Path, tmp_path: Path, tiny_base: Path, method: str = "lora", **search) -> tuple[Path, object]:
     root = tmp_path / "project"
     shutil.copytree(prepared, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".loraops"))
-    write_params(root, tiny_base, search={**FAST, **search}, train={"method": "lora"})
+    write_params(root, tiny_base, search={**FAST, **search}, train={"method": method})
     return root, load_params(root / "params.yaml")
 
 
@@ -245,3 +245,28 @@ def test_bruteforce_grid_tries_every_configuration_once_and_finishes(prepared, t
     study = open_study(params, Layout(root))
     assert sorted(t.params["r"] for t in study.get_trials()) == [2, 4]
     assert choice["trials"] == {"complete": 2, "pruned": 0, "fail": 0}
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_a_trial_scores_the_same_whichever_trial_ran_before_it_on_the_workers_base(method, prepared, tmp_path,
+                                                                                    tiny_base):
+    # One worker loads the base once: each trial's adapter comes and goes on it (lora: scored in memory,
+    # qlora: saved and scored on the full-precision base).
+    configs = [{"r": 2, "target_modules": "attention", "learning_rate": 3e-2},
+               {"r": 4, "target_modules": "attention", "learning_rate": 1e-3}]
+    seen = []
+    for order in (configs, configs[::-1]):
+        root, params = project(prepared, tmp_path / f"order{len(seen)}", tiny_base, method, n_trials=2,
+                               learning_rate=[1e-3, 3e-2], beat_base=False)
+        layout = Layout(root)
+        study = open_study(params, layout)
+        for config in order:
+            study.enqueue_trial(config)
+        search_stage(params, layout)
+        trials = open_study(params, layout).get_trials()
+        assert [t.params["r"] for t in trials] == [c["r"] for c in order]
+        assert [t.user_attrs["loaded_base"] for t in trials] == [True, False]  # one load for both trials
+        seen.append({t.params["r"]: (t.state, t.value, t.user_attrs["val_correct"], t.user_attrs["retention_dev"],
+                                     t.intermediate_values, t.user_attrs["steps"]) for t in trials})
+    assert seen[0] == seen[1]
+    assert all(state == TrialState.COMPLETE and len(steps) == 2 for state, _, _, _, steps, _ in seen[0].values())

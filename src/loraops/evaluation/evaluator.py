@@ -126,7 +126,7 @@ def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, ada
               model_dir: Path | None = None, params: EvalParams | None = None,
               labels: list[str] | None = None, *, shots_from: list[dict] | None = None,
               prepare: PrepareParams | None = None, retention_pool: str = "test",
-              unconstrained: bool = True) -> dict[str, Any]:
+              unconstrained: bool = True, trained_model: Any = None) -> dict[str, Any]:
     """Everything the comparison needs from one model: metrics, per-item records, retention answers.
 
     On a label task (``labels`` given) answers are decoded within the label set when ``eval.constrained``
@@ -135,14 +135,22 @@ def run_model(base_dir: Path, rows: list[dict], batch_size: int, root: Path, ada
     asked at its best (:func:`base_prompts`, with shots from ``shots_from``, the train split, and
     ``prepare``'s system prompt). ``retention_pool``: ``test`` for evaluate and the gate, ``dev`` for the
     search's trials (which also skip the unconstrained pass: it informs the report, not the choice).
+    ``trained_model``: an adapter still in memory on ``base_dir``'s full-precision base (a search trial's, just
+    trained), scored as the same adapter loaded from disk would be, without loading the base again; it is put
+    in eval mode, and ``adapter_dir`` and ``model_dir`` stay None.
     """
     params = params or EvalParams()
     if not rows:
         raise ValueError("no test rows to evaluate")
-    model, tokenizer = load_model(base_dir, adapter_dir, model_dir)
+    if trained_model is None:
+        model, tokenizer = load_model(base_dir, adapter_dir, model_dir)
+    elif adapter_dir is not None or model_dir is not None:
+        raise ValueError("give trained_model, adapter_dir or model_dir, not several")
+    else:
+        model, tokenizer = trained_model.eval(), load_tokenizer(base_dir, padding_side="left")
     label_task = params.task == "label" and bool(labels)
     prompts, prompting = [r["prompt"] for r in rows], None
-    if label_task and adapter_dir is None and model_dir is None:
+    if label_task and adapter_dir is None and model_dir is None and trained_model is None:
         prompts, prompting = base_prompts(rows, labels, tokenizer, params, prepare or PrepareParams(), shots_from)
     constraint = labels if label_task and params.constrained else None
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)

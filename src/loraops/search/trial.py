@@ -8,6 +8,9 @@ are computed once per study, through the same evaluator, and kept in the study's
 (:func:`base_reference`). While training, the val loss every ``search.eval_steps`` goes to ``trial.report``
 (negated: the study maximises) and ``trial.should_prune()`` can stop the trial early. A trial whose rehearsal
 share is above 0 trains on the task rows mixed with the rehearsal answers (:func:`loraops.training.mix_rehearsal`).
+A worker loads the base once (:class:`loraops.training.ResidentBase`); each trial puts a fresh adapter on it and
+takes it off again. A ``lora`` trial is scored as it stands in memory; a ``qlora`` one trained on the 4-bit base
+is saved and scored on the full-precision base, as the evaluate stage scores it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from loraops.evaluation import run_model
 from loraops.modeling import count_parameters
 from loraops.search.study import budget_state, retention_constraint, seed_of, suggest
 from loraops.search.tracking import TrialTracker
-from loraops.training import load_rehearsal_rows, mix_rehearsal, train
+from loraops.training import ResidentBase, load_rehearsal_rows, mix_rehearsal, train
 
 BASE_ATTR = "base_reference"  # study user attr: the base model's val correctness and dev retention
 
@@ -44,9 +47,11 @@ def require_rehearsal(params: Params, layout: Layout) -> None:
                           "run the rehearsal stage first, or set search.rehearsal_shares: [0.0]")
 
 
-def score(params: Params, layout: Layout, rows: list[dict], adapter_dir: Path | None) -> dict[str, Any]:
+def score(params: Params, layout: Layout, rows: list[dict], adapter_dir: Path | None,
+          trained_model: Any = None) -> dict[str, Any]:
     """Val accuracy, per-item correctness and dev retention of the base (``adapter_dir=None``) or a trial's
-    adapter, through the one evaluator (label answers, accuracy only, retention on the ``dev`` pool)."""
+    adapter (saved in ``adapter_dir``, or still in memory on the full-precision base: ``trained_model``),
+    through the one evaluator (label answers, accuracy only, retention on the ``dev`` pool)."""
     # Scored as the evaluate stage scores (label answers constrained, the base asked at its best), so that the
     # search decides on what the gates will see; the unconstrained pass only informs the report: skipped.
     eval_params = params.eval.model_copy(update={"task": "label", "metrics": ["accuracy"], "headline": None,
@@ -54,7 +59,8 @@ def score(params: Params, layout: Layout, rows: list[dict], adapter_dir: Path | 
     labels = load_labels(layout) if params.eval.task == "label" else None
     result = run_model(layout.base_model_dir, rows, params.eval.batch_size, layout.root, adapter_dir,
                        params=eval_params, labels=labels, shots_from=load_splits(layout)["train"],
-                       prepare=params.prepare, retention_pool="dev", unconstrained=False)
+                       prepare=params.prepare, retention_pool="dev", unconstrained=False,
+                       trained_model=trained_model)
     return {"val_accuracy": float(result["metrics"]["accuracy"]),
             "val_correct": [int(bool(item["correct"])) for item in result["items"]],
             "retention_dev": float(result["metrics"]["retention"])}
@@ -114,6 +120,8 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
     rehearsal = load_rehearsal_rows(layout)
     base = base_reference(params, layout, study)
     s = params.search
+    # Loaded (and for QLoRA quantised) at the first trial, then lent to every trial of this worker.
+    resident = ResidentBase(layout.base_model_dir, params.train.method)
 
     def objective(trial: optuna.Trial) -> float:
         lora, learning_rate, share = suggest(trial, params)
@@ -137,15 +145,20 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             "early_stopping_patience": None, "save_steps": None})
         try:
             data = {"train": mix_rehearsal(splits["train"], rehearsal, share, seed_of(params)), "val": splits["val"]}
+            trial.set_user_attr("loaded_base", not resident.loaded)  # False: the base this worker loaded earlier
             model, record, _ = train(layout.base_model_dir, data, train_params, seed_of(params),
                                       params.prepare.max_length, work, lora,
                                       callbacks=[pruning_callback(trial, s.max_steps, tracker)],
-                                      checkpoints=False)
+                                      checkpoints=False, resident=resident)
             trial.set_user_attr("steps", record.steps)
-            model.save_pretrained(work / "adapter", safe_serialization=True)
-            del model
-            gc.collect()
-            scores = score(params, layout, splits["val"], work / "adapter")
+            if resident.method == "lora":  # trained on the full-precision base: the model evaluate would load
+                scores = score(params, layout, splits["val"], None, trained_model=resident.inference_model())
+            else:  # QLoRA's 4-bit training base is not the one evaluate scores on: the adapter goes to disk
+                model.save_pretrained(work / "adapter", safe_serialization=True)
+                resident.release()
+                del model
+                gc.collect()
+                scores = score(params, layout, splits["val"], work / "adapter")
             drop = base["retention_dev"] - scores["retention_dev"]
             for key, value in {**scores, "retention_drop": drop}.items():
                 trial.set_user_attr(key, value)
@@ -161,6 +174,7 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             tracker.finish("FAIL", {"steps": trial.user_attrs.get("steps", 0)}, error=f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            resident.release()  # the next trial gets the base as loaded, whatever this one did
             shutil.rmtree(work, ignore_errors=True)
 
     return objective

@@ -4,7 +4,8 @@
 only in what is trainable. The loss covers the answer tokens only (the prompt is masked with -100), each
 example weighing the same (:mod:`loraops.training.loss`).
 Checkpoints (see :mod:`loraops.training.checkpoints`) make a re-run after a crash resume where it stopped.
-The ``train`` stage, the ``baseline`` stage and every search trial call :func:`train`.
+The ``train`` stage, the ``baseline`` stage and every search trial call :func:`train`; a search worker loads the
+base once and lends it to its trials (:class:`loraops.training.ResidentBase`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import LoraParams, TrainParams
-from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer, lora_config
+from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer
 from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
+from loraops.training.resident import ResidentBase, attach_adapter, training_base
 
 
 @dataclass
@@ -60,25 +62,11 @@ class CompletionCollator:
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
 
 
-def build_model(base_dir: Path, method: str, lora: LoraParams | None) -> Any:
+def build_model(base_dir: Path, method: str, lora: LoraParams | None, seed: int | None = None) -> Any:
     """QLoRA (4-bit base + LoRA), LoRA (full-precision base + LoRA) or, with ``lora=None``, full fine-tuning."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
-    quantized = lora is not None and method == "qlora"
-    model = load_base(base_dir, quantize_4bit=quantized)
     if lora is None:
-        return model
-    if quantized:
-        # Casts norms to fp32 and enables input grads so LoRA gradients flow through frozen 4-bit layers.
-        # Gradient checkpointing is a separate param (train.gradient_checkpointing), applied by the Trainer.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        # On a CPU with AVX512-BF16, bitsandbytes rewrites a 4-bit layer in place at its first no-grad forward
-        # (the first validation) into an inference layout whose backward passes no gradient to the layer's
-        # input: every LoRA gradient below it was wrong from then on. Kept in the layout it trains in.
-        for module in model.modules():
-            if getattr(module, "support_avx512bf16_for_cpu", False):
-                module.support_avx512bf16_for_cpu = False
-    return get_peft_model(model, lora_config(lora))
+        return load_base(base_dir)
+    return attach_adapter(training_base(base_dir, method), lora, seed)
 
 
 def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluate: bool, save: bool,
@@ -110,24 +98,34 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluat
 def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
           work_dir: Path, lora: LoraParams | None, *, callbacks: list[Any] | None = None,
           checkpoints: bool = True, resume: bool = True,
-          learning_rate: float | None = None) -> tuple[Any, TrainRecord, Curves]:
+          learning_rate: float | None = None,
+          resident: ResidentBase | None = None) -> tuple[Any, TrainRecord, Curves]:
     """Train and return (model, its record, its loss curves).
 
     With ``checkpoints`` (and ``params.save_steps``) checkpoints go to ``work_dir/run-<fingerprint>/`` and,
     with ``resume``, a re-run continues from the last complete one. ``callbacks`` are extra
     ``transformers.TrainerCallback`` objects (e.g. pruning on ``on_evaluate``'s ``eval_loss``).
     ``learning_rate`` overrides ``params.learning_rate`` (the baseline's own rate).
+    ``resident``: a :class:`loraops.training.ResidentBase` (a search worker's) whose base, loaded once, gets
+    the fresh adapter instead of a base loaded for this run; the caller releases it after the run.
     """
     import torch
     from transformers import EarlyStoppingCallback, set_seed
 
+    if resident is not None:
+        if lora is None:
+            raise ValueError("full fine-tuning (lora=None) changes the base weights: it loads its own copy, "
+                             "not a resident base")
+        if resident.method != params.method or resident.base_dir != Path(base_dir):
+            raise ValueError(f"the resident base is {resident.method} of {resident.base_dir}, the run wants "
+                             f"{params.method} of {base_dir}")
     reset_peak_memory()
     memory_before = current_memory_mb()
     set_seed(seed)
-    tokenizer = load_tokenizer(base_dir)
+    tokenizer = load_tokenizer(base_dir) if resident is None else resident.tokenizer
     encode = lambda rows: [encode_example(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]  # noqa: E731
     train_set, val_set = encode(splits["train"]), encode(splits["val"])
-    model = build_model(base_dir, params.method, lora)
+    model = build_model(base_dir, params.method, lora, seed) if resident is None else resident.attach(lora, seed)
     trainable, total = count_parameters(model)
     save = checkpoints and params.save_steps is not None
     resume_from = None
