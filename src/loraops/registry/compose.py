@@ -54,13 +54,14 @@ from loraops.evaluation.cache import rows_sha256
 from loraops.evaluation.compare import uncertainty
 from loraops.evaluation.uncertainty import mean_interval, paired_difference
 from loraops.modeling import base_content_sha256, base_info, load_base
-from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, discard_own, repair
+from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, repair
 from loraops.registry.composition import COMPOSED_TAG, COMPOSITION_FILE, TASKS_FILE, ComposedSource, CompositionRecord
 from loraops.registry.hand_moves import check_champion
 from loraops.registry.library import adapter_dir, recorded_bases
 from loraops.registry.lineage import MODEL_SHA256_TAG, base_model_tags, format_score, recorded_outputs
 from loraops.registry.promotion import CHAMPION, promote, require_complete, version_evidence
-from loraops.registry.register import (champion_now, create_registered_model, find_version_of_run, first_line,
+from loraops.registry.register import (create_registered_model, failed_registration, find_version_of_run,
+                                       first_line,
                                        link_logged_model, log_adapter_model, verify_uploaded)
 from loraops.registry.serving import download_verified
 from loraops.registry.versions import version_lineage
@@ -432,18 +433,7 @@ def register(tracking: Tracking, layout: Layout, params: Params, name: str, comp
                                 "mlflow.note.content": describe_run(name, record, number, promotion["decision"])})
         status = "FINISHED"
     except Exception as exc:
-        if version is None and creating:
-            with contextlib.suppress(Exception):
-                version = find_version_of_run(tracking, name, run_id)
-        if version is not None:
-            left = discard_own(tracking, name, str(version.version)) + champion_now(tracking, name)
-        elif creating:
-            left = (f"a version may have been created before the server stopped answering; it is tagged "
-                    f"{REGISTRATION_TAG}=incomplete and the next registration's check deletes it")
-        else:
-            left = "no version was registered"
-        with contextlib.suppress(Exception):
-            client.set_tag(run_id, "loraops.failed_stage", f"compose: {first_line(exc)}")
+        left = failed_registration(tracking, name, run_id, version, creating, "compose", exc)
         raise RegistryError(f"registering the composition in {redact_url(layout.tracking_uri())} failed: "
                             f"{first_line(exc)}; {left}") from None
     finally:

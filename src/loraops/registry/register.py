@@ -210,18 +210,7 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
                                                                        promotion["gates"], number, name, children)})
         status = "FINISHED"
     except Exception as exc:
-        if version is None and creating:
-            with contextlib.suppress(Exception):
-                version = find_version_of_run(tracking, name, run_id)
-        if version is not None:
-            left = discard_own(tracking, name, str(version.version)) + champion_now(tracking, name)
-        elif creating:
-            left = (f"a version may have been created before the server stopped answering; it is tagged "
-                    f"{REGISTRATION_TAG}=incomplete and the next run's check deletes it")
-        else:
-            left = "no version was registered"
-        with contextlib.suppress(Exception):
-            client.set_tag(run_id, "loraops.failed_stage", f"register: {first_line(exc)}")
+        left = failed_registration(tracking, name, run_id, version, creating, "register", exc)
         raise RegistryError(f"registration in {redact_url(layout.tracking_uri())} failed: {first_line(exc)}; "
                             f"{left}") from None
     finally:
@@ -246,6 +235,25 @@ def link_logged_model(tracking: Tracking, model_id: str, name: str, version: str
     entry = {"name": name, "version": version}
     if entry not in known:
         tracking.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*known, entry])})
+
+
+def failed_registration(tracking: Tracking, name: str, run_id: str, version: Any | None, creating: bool,
+                        stage: str, exc: BaseException) -> str:
+    """After a failed registration (``register`` or ``compose``): discard the version this run created (the
+    clean-up rule), tag the run with the failure, and say what is left for the error line."""
+    if version is None and creating:
+        with contextlib.suppress(Exception):
+            version = find_version_of_run(tracking, name, run_id)
+    if version is not None:
+        left = discard_own(tracking, name, str(version.version)) + champion_now(tracking, name)
+    elif creating:
+        left = (f"a version may have been created before the server stopped answering; it is tagged "
+                f"{REGISTRATION_TAG}=incomplete and the next registration's check deletes it")
+    else:
+        left = "no version was registered"
+    with contextlib.suppress(Exception):
+        tracking.client.set_tag(run_id, "loraops.failed_stage", f"{stage}: {first_line(exc)}")
+    return left
 
 
 def create_registered_model(tracking: Tracking, name: str) -> None:
