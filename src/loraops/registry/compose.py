@@ -60,9 +60,8 @@ from loraops.registry.hand_moves import check_champion
 from loraops.registry.library import adapter_dir, recorded_bases
 from loraops.registry.lineage import MODEL_SHA256_TAG, base_model_tags, format_score, recorded_outputs
 from loraops.registry.promotion import CHAMPION, promote, require_complete, version_evidence
-from loraops.registry.register import (create_registered_model, failed_registration, find_version_of_run,
-                                       first_line,
-                                       link_logged_model, log_adapter_model, verify_uploaded)
+from loraops.registry.register import (create_complete_version, create_registered_model, failed_registration,
+                                       first_line, log_adapter_model, verify_uploaded)
 from loraops.registry.serving import download_verified
 from loraops.registry.versions import version_lineage
 
@@ -417,17 +416,8 @@ def register(tracking: Tracking, layout: Layout, params: Params, name: str, comp
                 OWNER_TAG: process_identity(), REGISTRATION_TAG: "incomplete"}
         retry(create_registered_model, tracking, name)
         creating = True
-        try:
-            version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
-                                                  model_id=info.model_id)
-        except Exception:
-            # The server may have created it before failing to answer: look before creating a second one.
-            version = retry(find_version_of_run, tracking, name, run_id) or \
-                retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=tags,
-                      model_id=info.model_id)
+        version = create_complete_version(tracking, name, info, run_id, tags)
         number = str(version.version)
-        retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
-        retry(link_logged_model, tracking, info.model_id, name, number)
         promotion = promote(tracking, name, number, params.promote, make_challenger=True)
         retry(mlflow.set_tags, {"decision": promotion["decision"], "registered_version": f"{name}/{number}",
                                 "mlflow.note.content": describe_run(name, record, number, promotion["decision"])})

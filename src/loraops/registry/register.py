@@ -189,18 +189,8 @@ def log_and_register(layout: Layout, params: Params) -> dict[str, Any]:
                 OWNER_TAG: process_identity(), REGISTRATION_TAG: "incomplete"}
         retry(create_registered_model, tracking, name)
         creating = True
-        try:
-            version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
-                                                  model_id=info.model_id)
-        except Exception:
-            # The server may have created it before failing to answer: look before creating a second one.
-            version = retry(find_version_of_run, tracking, name, run_id) or \
-                retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=tags,
-                      model_id=info.model_id)
+        version = create_complete_version(tracking, name, info, run_id, tags)
         number = str(version.version)
-        # Complete before any alias points at it: an alias never names a half-registered version.
-        retry(client.set_model_version_tag, name, number, REGISTRATION_TAG, "complete")
-        retry(link_logged_model, tracking, info.model_id, name, number)
         promotion = promote(tracking, name, number, params.promote, make_challenger=True)
         values = summary(evaluation, promotion["decision"], promotion["gates"], train)
         write_summary(layout.summary_metrics, values)
@@ -235,6 +225,25 @@ def link_logged_model(tracking: Tracking, model_id: str, name: str, version: str
     entry = {"name": name, "version": version}
     if entry not in known:
         tracking.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*known, entry])})
+
+
+def create_complete_version(tracking: Tracking, name: str, info: Any, run_id: str, tags: dict[str, str]) -> Any:
+    """Register the logged model ``info`` as a new version of ``name`` (tagged incomplete by ``tags``), once
+    even when the server fails to answer, then mark it complete and link the logged model; one path for
+    ``register`` and ``compose``."""
+    client, retry = tracking.client, tracking.retry
+    try:
+        version = client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
+                                              model_id=info.model_id)
+    except Exception:
+        # The server may have created it before failing to answer: look before creating a second one.
+        version = retry(find_version_of_run, tracking, name, run_id) or \
+            retry(client.create_model_version, name, source=info.model_uri, run_id=run_id, tags=tags,
+                  model_id=info.model_id)
+    # Complete before any alias points at it: an alias never names a half-registered version.
+    retry(client.set_model_version_tag, name, str(version.version), REGISTRATION_TAG, "complete")
+    retry(link_logged_model, tracking, info.model_id, name, str(version.version))
+    return version
 
 
 def failed_registration(tracking: Tracking, name: str, run_id: str, version: Any | None, creating: bool,
