@@ -1,8 +1,9 @@
 """Forgetting with and without rehearsal: the same training steps, scored on test accuracy and retention.
 
 Works on a project whose ``prepare`` and ``rehearsal`` stages have run (``loraops stage prepare`` and
-``loraops stage rehearsal`` in a clone of this repo, or a CLINC150 project: ``--clinc150-domain banking``
-builds one under ``bench/work``). Each ``--run`` is one QLoRA adapter trained through the pipeline's own
+``loraops stage rehearsal`` in a clone of this repo; for CLINC150 banking, a clone whose ``params.yaml`` sets
+``data.source: clinc150``, ``data.path: ../shared/datasets/clinc150/data_full.json`` and
+``data.clinc150_domains: [banking]``). Each ``--run`` is one QLoRA adapter trained through the pipeline's own
 trainer on the task's train split mixed with rehearsal pairs (``loraops.training.mix_rehearsal``) and
 scored through the evaluator (constrained labels, retention on the test pool): ``accuracy`` with its
 bootstrap interval, ``retention_drop`` (base retention - adapter retention) with a paired-bootstrap
@@ -83,6 +84,39 @@ def base_retention(layout, params) -> list[int]:
     return [int(bool(i["retained"])) for i in score_retention(answers, "test")[1]]
 
 
+GOAL_MAX_DROP = 0.05
+GOAL_MAX_ACCURACY_COST = 0.02
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Each rehearsal run against the run without rehearsal on the same dataset, steps, rank, targets and lr.
+
+    The goal is a retention drop of at most 0.05 at an accuracy within 2 points of the run without it.
+    """
+    def same_budget(row: dict) -> tuple:
+        return row["dataset"], row["steps"], row.get("r"), row.get("target_modules"), row.get("learning_rate")
+
+    without = {same_budget(row): row for row in runs if row["rehearsal_share"] == 0.0}
+    pairs = []
+    for row in runs:
+        plain = without.get(same_budget(row))
+        if row["rehearsal_share"] == 0.0 or plain is None:
+            continue
+        cost = plain["accuracy"]["mean"] - row["accuracy"]["mean"]
+        drop = row["retention_drop"]["mean"]
+        pairs.append({
+            "dataset": row["dataset"], "steps": row["steps"], "r": row.get("r"),
+            "target_modules": row.get("target_modules"), "learning_rate": row.get("learning_rate"),
+            "rehearsal_share": row["rehearsal_share"],
+            "retention_drop_without": plain["retention_drop"]["mean"], "retention_drop": drop,
+            "accuracy_without": plain["accuracy"]["mean"], "accuracy": row["accuracy"]["mean"],
+            "accuracy_cost": cost,
+            "goal_met": drop <= GOAL_MAX_DROP and cost <= GOAL_MAX_ACCURACY_COST,
+        })
+    return {"goal": f"retention drop <= {GOAL_MAX_DROP} with accuracy within {GOAL_MAX_ACCURACY_COST} of the run "
+                    "without rehearsal", "pairs": pairs, "goal_met_by_any": any(p["goal_met"] for p in pairs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True, help="a project folder after prepare + rehearsal")
@@ -108,6 +142,7 @@ def main() -> None:
         row = {"dataset": args.dataset, "base_retention": base, **score_run(layout, params, run, base_retained, work)}
         out["runs"].append(row)
         out["machine"] = machine_info()
+        out["summary"] = summarise(out["runs"])
         out["reproduce"] = "python -m bench.forgetting --project DIR --dataset NAME --run ... (module docstring)"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
