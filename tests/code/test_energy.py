@@ -70,3 +70,23 @@ def test_report_says_what_share_of_the_full_fine_tunes_energy_the_adapter_cost(t
     _record(BaselineRecord, "full", 1000.0).write(layout.baseline_metrics)
     line = energy_line(training_facts(layout))
     assert "the adapter cost 25 % of the full fine-tune's energy" in line and ESTIMATE_METHOD in line
+
+
+def test_report_says_what_the_search_cost_when_the_choice_records_it(tmp_path):
+    from loraops.config import LoraParams
+    from loraops.core import Layout
+    from loraops.evaluation.report import energy_line, training_facts
+    from loraops.training import BaselineRecord, TrainChoice, TrainRecord
+
+    layout = Layout(tmp_path)
+    choice = TrainChoice(source="search", lora=LoraParams(), learning_rate=1e-4)
+    choice.write(layout.search_choice)
+    assert energy_line(training_facts(layout)) is None  # a choice without a recorded cost: nothing to say
+    choice.model_copy(update={"costed_trials": 3, "total_energy_joules": 4500.0,
+                              "energy_method": ESTIMATE_METHOD}).write(layout.search_choice)
+    line = energy_line(training_facts(layout))
+    assert line == f"- **Energy**: the search cost 4.50 kJ over 3 trials (training and scoring them; {ESTIMATE_METHOD})."
+    _record(TrainRecord, "qlora", 250.0).write(layout.train_metrics)
+    _record(BaselineRecord, "full", 1000.0).write(layout.baseline_metrics)
+    line = energy_line(training_facts(layout))
+    assert "the adapter cost 25 % of the full fine-tune's energy" in line and "; the search cost 4.50 kJ over 3" in line

@@ -182,3 +182,7 @@ def test_run_holds_the_evaluation_report_and_the_comparison_plot(finished_projec
     # 3 models x (accuracy, retention) + tfidf's accuracy (it answers no general prompts)
     assert rows[0] == "model,metric,value,low,high" and len(rows) == 1 + 7
     assert all(line.count(",") == 4 and not line.endswith(",") for line in rows[1:])  # every interval is there
+    # The report's energy line says what the search cost, from the choice's total.
+    choice = read_json(layout.search_choice)
+    assert choice["costed_trials"] == 2 and (f"the search cost {choice['total_energy_joules'] / 1000:.2f} kJ over 2 "
+                                             "trials") in layout.eval_report.read_text()

@@ -101,6 +101,18 @@ def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(pre
     assert [table[n]["state"] for n in sorted(table)] == ["complete", "pruned", "pruned"]
     assert int(table[0]["steps"]) == 4 and all(int(table[n]["steps"]) < 4 for n in (1, 2))
     assert choice["trial"] == 0 and choice["trials"] == {"complete": 1, "pruned": 2, "fail": 0}
+    # Every trial, pruned ones included, records what it cost up to where it ended; the choice sums them.
+    study = open_study(params, layout)
+    costs = {t.number: t.user_attrs for t in study.get_trials()}
+    for n, attrs in costs.items():
+        assert attrs["energy_joules"] > 0 and attrs["cpu_seconds"] > 0 and attrs["wall_seconds"] > 0
+        assert attrs["energy_method"] and table[n]["energy_method"] == attrs["energy_method"]
+        assert float(table[n]["energy_joules"]) == pytest.approx(attrs["energy_joules"])
+    assert {"wall_seconds", "cpu_seconds", "gpu_seconds", "energy_joules", "energy_method"} <= set(table[0])
+    assert choice["costed_trials"] == 3
+    assert choice["total_energy_joules"] == pytest.approx(sum(a["energy_joules"] for a in costs.values()))
+    assert choice["total_cpu_seconds"] == pytest.approx(sum(a["cpu_seconds"] for a in costs.values()))
+    assert choice["energy_method"] == ", ".join(sorted({a["energy_method"] for a in costs.values()}))
 
     client = mlflow.MlflowClient(layout.local_tracking_uri())
     children = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
@@ -111,8 +123,14 @@ def test_pruned_trials_stop_early_and_show_as_pruned_in_the_table_and_mlflow(pre
         assert by_trial[n].data.tags["search.state"] == "pruned" and by_trial[n].info.status == "KILLED"
         assert len(client.get_metric_history(by_trial[n].info.run_id, "val_loss")) < 4
     assert len(client.get_metric_history(by_trial[0].info.run_id, "val_loss")) == 4
+    for n, run in by_trial.items():
+        assert run.data.metrics["energy_joules"] == pytest.approx(costs[n]["energy_joules"])
+        assert run.data.metrics["cpu_seconds"] == pytest.approx(costs[n]["cpu_seconds"])
+        assert run.data.tags["energy_method"] == costs[n]["energy_method"]
     parent = client.get_run(choice["mlflow_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.metrics["search.trials_pruned"] == 2
+    assert parent.data.metrics["search.total_energy_joules"] == pytest.approx(choice["total_energy_joules"])
+    assert parent.data.tags["search.energy_method"] == choice["energy_method"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {"search/trials.csv",
                                                                                         "search/chosen.json"}
     # The train stage uses the choice.
@@ -161,6 +179,7 @@ def test_failing_trials_are_recorded_and_all_failed_is_a_clear_error(prepared, t
         search_stage(params, layout)
     rows = list(__import__("csv").DictReader((layout.search_dir / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["fail", "fail"] and not layout.search_choice.exists()
+    assert all(float(r["energy_joules"]) > 0 and r["energy_method"] for r in rows)  # a failed trial spent too
     client = mlflow.MlflowClient(layout.local_tracking_uri())
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.search.state = 'fail'")
     assert len(runs) == 2 and all("max_length" in r.data.tags["search.error"] for r in runs)

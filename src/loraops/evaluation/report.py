@@ -12,7 +12,7 @@ from loraops.config import EvalParams
 from loraops.core import Layout
 from loraops.evaluation.records import EvaluationSummary
 from loraops.modeling import safetensors_bytes
-from loraops.training import BaselineRecord, TrainRecord, read_baseline
+from loraops.training import BaselineRecord, TrainChoice, TrainRecord, read_baseline
 
 TRAINING_KEYS = {"trainable_params", "total_params", "adapter_bytes", "adapter_to_base_size", "train_seconds",
                  "peak_memory_mb", "rehearsal_share", "rehearsal_rows", "rehearsal_tokens", "cpu_seconds",
@@ -20,7 +20,8 @@ TRAINING_KEYS = {"trainable_params", "total_params", "adapter_bytes", "adapter_t
 
 
 def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
-    """What each model cost to train, from metrics/train.json and metrics/baseline.json when present."""
+    """What each model cost to train, from metrics/train.json and metrics/baseline.json when present, and
+    (``search``) what the rank search's trials cost together, from models/search/chosen.json."""
     facts: dict[str, dict[str, Any]] = {"base": {"trainable_params": 0, "train_seconds": 0.0}}
     if layout.train_metrics.is_file():
         facts["adapter"] = TrainRecord.read(layout.train_metrics).model_dump(include=TRAINING_KEYS)
@@ -33,18 +34,29 @@ def training_facts(layout: Layout) -> dict[str, dict[str, Any]]:
                 full["model_bytes"] = safetensors_bytes(layout.full_model_dir)
                 full["adapter_to_base_size"] = full["model_bytes"] / base_bytes  # a full copy: about 1.0
             facts["full"] = full
+    if layout.search_choice.is_file():
+        choice = TrainChoice.read(layout.search_choice)
+        if choice.total_energy_joules is not None:
+            facts["search"] = {"energy_joules": choice.total_energy_joules, "energy_method": choice.energy_method,
+                               "trials": choice.costed_trials}
     return facts
 
 
 def energy_line(facts: dict[str, dict]) -> str | None:
-    """"The adapter cost X % of the full fine-tune's energy", when both training records carry energy."""
-    adapter, full = facts.get("adapter", {}), facts.get("full", {})
-    if not adapter.get("energy_joules") or not full.get("energy_joules"):
-        return None
-    methods = sorted({adapter.get("energy_method"), full.get("energy_method")} - {None})
-    return (f"- **Energy**: the adapter cost {adapter['energy_joules'] / full['energy_joules'] * 100:.0f} % of the "
-            f"full fine-tune's energy ({adapter['energy_joules'] / 1000:.2f} kJ vs "
-            f"{full['energy_joules'] / 1000:.2f} kJ of training; {', '.join(methods)}).")
+    """"The adapter cost X % of the full fine-tune's energy", when both training records carry energy, and
+    "the search cost N kJ over K trials", when the search recorded its cost."""
+    adapter, full, search = facts.get("adapter", {}), facts.get("full", {}), facts.get("search", {})
+    parts = []
+    if adapter.get("energy_joules") and full.get("energy_joules"):
+        methods = sorted({adapter.get("energy_method"), full.get("energy_method")} - {None})
+        parts.append(f"the adapter cost {adapter['energy_joules'] / full['energy_joules'] * 100:.0f} % of the "
+                     f"full fine-tune's energy ({adapter['energy_joules'] / 1000:.2f} kJ vs "
+                     f"{full['energy_joules'] / 1000:.2f} kJ of training; {', '.join(methods)})")
+    if search.get("energy_joules"):
+        trials = search.get("trials")
+        parts.append(f"the search cost {search['energy_joules'] / 1000:.2f} kJ over {trials} "
+                     f"trial{'' if trials == 1 else 's'} (training and scoring them; {search.get('energy_method')})")
+    return f"- **Energy**: {'; '.join(parts)}." if parts else None
 
 
 def _num(value: Any, spec: str = ".3f") -> str:

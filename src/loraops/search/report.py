@@ -1,7 +1,7 @@
 """The search's results as files: the trials table, the DVC plot data and a Pareto plot (PNG).
 
 ``models/search/trials.csv`` has one row per counted trial (val accuracy, retention on the dev pool, its
-drop against the base and whether that is feasible); ``plots/search_trials.csv`` and ``plots/search_pareto.csv``
+drop against the base and whether that is feasible, and what the trial cost); ``plots/search_trials.csv`` and ``plots/search_pareto.csv``
 feed ``dvc plots`` (metric vs trainable parameters, front marked); the PNG (infeasible trials marked) and a
 markdown table go to MLflow and to the Prefect artifact.
 """
@@ -14,9 +14,11 @@ from pathlib import Path
 
 from loraops.core import Layout, atomic_write_text
 from loraops.search.select import TrialResult, is_feasible, pareto_front
+from loraops.search.study import COST_KEYS
 
 COLUMNS = ["number", "state", "r", "alpha", "use_rslora", "target_modules", "learning_rate", "rehearsal_share",
-           "dropout", "trainable_params", "metric", "retention_dev", "retention_drop", "feasible", "steps", "pareto"]
+           "dropout", "trainable_params", "metric", "retention_dev", "retention_drop", "feasible", "steps", "pareto",
+           *COST_KEYS]
 # The plots' templates (.dvc/plots/search_*.json) print a row's note instead of drawing an empty chart.
 PLOT_COLUMNS = [*COLUMNS, "note"]
 SEARCH_OFF = "search off (search.enabled: false)"
@@ -35,8 +37,23 @@ def rows(results: list[TrialResult], max_retention_drop: float | None = None) ->
                     "learning_rate": p.get("learning_rate"), "rehearsal_share": p.get("rehearsal_share"),
                     "dropout": p.get("dropout"), "trainable_params": r.trainable_params, "metric": r.metric,
                     "retention_dev": r.retention, "retention_drop": r.retention_drop, "feasible": feasible,
-                    "steps": r.steps, "pareto": int(r.number in front)})
+                    "steps": r.steps, "pareto": int(r.number in front),
+                    **{key: getattr(r, key) for key in COST_KEYS}})
     return out
+
+
+def search_cost(results: list[TrialResult]) -> dict:
+    """What the search's trials cost together (``TrainChoice``'s totals): sums over the trials that recorded
+    a cost (a trial of an older study may not have), their count, and every method that went into them."""
+    costed = [r for r in results if r.energy_joules is not None]
+    if not costed:
+        return {}
+    gpu = [r.gpu_seconds for r in costed if r.gpu_seconds is not None]
+    return {"costed_trials": len(costed), "total_wall_seconds": sum(r.wall_seconds or 0.0 for r in costed),
+            "total_cpu_seconds": sum(r.cpu_seconds or 0.0 for r in costed),
+            "total_gpu_seconds": sum(gpu) if gpu else None,
+            "total_energy_joules": sum(r.energy_joules for r in costed),
+            "energy_method": ", ".join(sorted({r.energy_method for r in costed if r.energy_method}))}
 
 
 def to_csv(table: list[dict], columns: list[str]) -> str:
@@ -49,7 +66,7 @@ def to_csv(table: list[dict], columns: list[str]) -> str:
 
 def markdown(table: list[dict]) -> str:
     head = ["number", "state", "r", "target_modules", "learning_rate", "rehearsal_share", "trainable_params",
-            "metric", "retention_drop", "feasible", "steps", "pareto"]
+            "metric", "retention_drop", "feasible", "steps", "pareto", "energy_joules"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table:
         cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else ("" if row[c] is None else str(row[c]))

@@ -14,7 +14,7 @@ from typing import Any
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, LoraopsError, require
 from loraops.core.tracking import redact_url
-from loraops.search.report import SEARCH_OFF, write_reports
+from loraops.search.report import SEARCH_OFF, search_cost, write_reports
 from loraops.search.select import Bootstrap, select
 from loraops.search import heartbeat
 from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
@@ -94,10 +94,11 @@ def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
     base = base_reference(params, layout, study)
     bootstrap = Bootstrap(params.eval.bootstrap_samples, params.eval.confidence, params.eval.bootstrap_seed)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    cost = search_cost(results)
     try:
         picked = select(results, limit, base["val_correct"] if params.search.beat_base else None, bootstrap)
     except LoraopsError as exc:
-        fail_parent_run(layout, params, parent, str(exc))
+        fail_parent_run(layout, params, parent, str(exc), cost)
         raise
     chosen, best = picked.chosen, picked.best
     counts = {state: sum(1 for r in results if r.state == state) for state in ("COMPLETE", "PRUNED", "FAIL")}
@@ -113,7 +114,7 @@ def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
         versus_best_high=picked.versus_best["high"], feasible_trials=picked.feasible,
         trials={k.lower(): v for k, v in counts.items()}, total_steps=sum(r.steps for r in results),
         study_name=study.study_name, storage=redact_url(storage_url(params, layout)),
-        fingerprint=study_fingerprint(params, layout), mlflow_run_id=parent)
+        fingerprint=study_fingerprint(params, layout), mlflow_run_id=parent, **cost)
     choice.write(layout.search_choice)
     close_parent_run(layout, params, parent, choice)
     return choice.to_json()

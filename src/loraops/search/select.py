@@ -51,6 +51,12 @@ class TrialResult:
     retention: float | None = None  # retention on the dev pool
     retention_drop: float | None = None  # base retention - this trial's, on the dev pool (positive: forgot)
     correct: tuple[int, ...] | None = None  # per val item, 1 when the answer was right, in val order
+    # What the trial cost (its training and scoring, up to where it ended), as loraops.training.energy measures.
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
+    energy_joules: float | None = None
+    energy_method: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # Search params that change how the study runs but not what a trial computes: not in the fingerprint.
 RUNTIME_KEYS = ("n_jobs", "storage", "heartbeat_seconds", "enabled")
+# Trial user attrs (and trials.csv columns): what the trial cost, as loraops.training.energy names them.
+COST_KEYS = ("wall_seconds", "cpu_seconds", "gpu_seconds", "energy_joules", "energy_method")
 
 
 def study_fingerprint(params: Params, layout: Layout) -> str:
@@ -167,7 +169,8 @@ def trial_results(study: Any) -> list[TrialResult]:
             trainable_params=t.user_attrs.get("trainable_params"), steps=int(t.user_attrs.get("steps", 0)),
             metric=t.value if t.state == TrialState.COMPLETE else None,
             retention=t.user_attrs.get("retention_dev"), retention_drop=t.user_attrs.get("retention_drop"),
-            correct=tuple(int(c) for c in correct) if correct is not None else None))
+            correct=tuple(int(c) for c in correct) if correct is not None else None,
+            **{key: t.user_attrs.get(key) for key in COST_KEYS}))
     return results
 
 

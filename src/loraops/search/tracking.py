@@ -78,6 +78,9 @@ class TrialTracker:
         for key, value in metrics.items():
             self.retry(self.client.log_metric, self.run_id, key, float(value), step=step)
 
+    def set_tag(self, key: str, value: str) -> None:
+        self.retry(self.client.set_tag, self.run_id, key, value)
+
     def finish(self, state: str, metrics: dict[str, float], error: str | None = None) -> None:
         """Record the final state (complete/pruned/failed) as a tag and as the run's status."""
         self.log_metrics(metrics)
@@ -85,6 +88,23 @@ class TrialTracker:
         if error:
             self.retry(self.client.set_tag, self.run_id, "search.error", error[:4000])
         self.retry(self.client.set_terminated, self.run_id, status=STATUS[state])
+
+
+# TrainChoice's totals of what the search's trials cost (search.report.search_cost).
+COST_TOTALS = ("costed_trials", "total_wall_seconds", "total_cpu_seconds", "total_gpu_seconds",
+               "total_energy_joules", "energy_method")
+
+
+def log_search_cost(tracking: Tracking, parent: str, cost: dict[str, Any]) -> None:
+    """The search's totals on its parent run: numbers as ``search.<name>`` metrics, the methods as a tag."""
+    for key in COST_TOTALS:
+        value = cost.get(key)
+        if value is None:
+            continue
+        if key == "energy_method":
+            tracking.retry(tracking.client.set_tag, parent, "search.energy_method", value)
+        else:
+            tracking.retry(tracking.client.log_metric, parent, f"search.{key}", float(value))
 
 
 def close_parent_run(layout: Layout, params: Params, parent: str | None, choice: TrainChoice) -> None:
@@ -104,16 +124,20 @@ def close_parent_run(layout: Layout, params: Params, parent: str | None, choice:
             retry(client.log_metric, parent, f"search.{key}", float(value))
     for state, count in (choice.trials or {}).items():
         retry(client.log_metric, parent, f"search.trials_{state}", float(count))
+    log_search_cost(tracking, parent, choice.model_dump(include=set(COST_TOTALS)))
     retry(client.set_tag, parent, "search.chosen_trial", str(choice.trial))
     retry(client.set_terminated, parent, status="FINISHED")
 
 
-def fail_parent_run(layout: Layout, params: Params, parent: str | None, reason: str) -> None:
-    """A search that chose nothing: its table and the reason on the parent run, which ends as failed."""
+def fail_parent_run(layout: Layout, params: Params, parent: str | None, reason: str,
+                    cost: dict[str, Any] | None = None) -> None:
+    """A search that chose nothing: its table, what it cost and the reason on the parent run, which ends as
+    failed."""
     if not parent:
         return
     tracking, _ = _connect(layout, params)
     client, retry = tracking.client, tracking.retry
+    log_search_cost(tracking, parent, cost or {})
     for path in sorted(layout.search_dir.iterdir()):
         if path.is_file():
             retry(client.log_artifact, parent, str(path), artifact_path="search")

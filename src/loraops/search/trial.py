@@ -11,6 +11,9 @@ share is above 0 trains on the task rows mixed with the rehearsal answers (:func
 A worker loads the base once (:class:`loraops.training.ResidentBase`); each trial puts a fresh adapter on it and
 takes it off again. A ``lora`` trial is scored as it stands in memory; a ``qlora`` one trained on the 4-bit base
 is saved and scored on the full-precision base, as the evaluate stage scores it.
+What a trial cost (its training and its scoring, up to where it ended: completed, pruned or failed) is measured
+by the trainer's own meter (:class:`loraops.training.energy.EnergyMeter`) and kept as user attrs
+(:data:`loraops.search.study.COST_KEYS`) and as metrics of its MLflow run.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from loraops.config import Params
 from loraops.core import ConfigError, Layout
 from loraops.data import load_labels, load_splits
 from loraops.evaluation import run_model
-from loraops.modeling import count_parameters
-from loraops.search.study import budget_state, retention_constraint, seed_of, suggest
+from loraops.modeling import count_parameters, device
+from loraops.search.study import COST_KEYS, budget_state, retention_constraint, seed_of, suggest
 from loraops.search.tracking import TrialTracker
 from loraops.training import ResidentBase, load_rehearsal_rows, mix_rehearsal, train
+from loraops.training.energy import EnergyMeter
 
 BASE_ATTR = "base_reference"  # study user attr: the base model's val correctness and dev retention
 
@@ -111,6 +115,18 @@ def pruning_callback(trial: Any, max_steps: int, tracker: Any) -> Any:
     return ReportAndPrune()
 
 
+def record_cost(trial: Any, meter: EnergyMeter, tracker: Any) -> None:
+    """The meter's reading as the trial's user attrs and as metrics (``energy_method`` a tag) of its run."""
+    reading = meter.reading
+    if reading is None:  # the meter never started: nothing was spent that it could tell
+        return
+    cost = {key: getattr(reading, key) for key in COST_KEYS}
+    for key, value in cost.items():
+        trial.set_user_attr(key, value)
+    tracker.log_metrics({k: v for k, v in cost.items() if isinstance(v, (int, float))})
+    tracker.set_tag("energy_method", reading.energy_method)
+
+
 def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) -> Callable[[Any], float]:
     """The objective for ``study.optimize``; each call is one trial and one MLflow run nested in the search's."""
     import optuna
@@ -143,22 +159,28 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             "logging_steps": min(params.train.logging_steps, s.eval_steps), "eval_steps": s.eval_steps,
             # The pruner, not early stopping, ends weak trials; trials write no checkpoints.
             "early_stopping_patience": None, "save_steps": None})
+        # Around training and scoring: a pruned (or failed) trial leaves the block by its exception, and the
+        # meter still reads what was spent up to there.
+        meter = EnergyMeter(cuda=device() == "cuda")
         try:
-            data = {"train": mix_rehearsal(splits["train"], rehearsal, share, seed_of(params)), "val": splits["val"]}
-            trial.set_user_attr("loaded_base", not resident.loaded)  # False: the base this worker loaded earlier
-            model, record, _ = train(layout.base_model_dir, data, train_params, seed_of(params),
-                                      params.prepare.max_length, work, lora,
-                                      callbacks=[pruning_callback(trial, s.max_steps, tracker)],
-                                      checkpoints=False, resident=resident)
-            trial.set_user_attr("steps", record.steps)
-            if resident.method == "lora":  # trained on the full-precision base: the model evaluate would load
-                scores = score(params, layout, splits["val"], None, trained_model=resident.inference_model())
-            else:  # QLoRA's 4-bit training base is not the one evaluate scores on: the adapter goes to disk
-                model.save_pretrained(work / "adapter", safe_serialization=True)
-                resident.release()
-                del model
-                gc.collect()
-                scores = score(params, layout, splits["val"], work / "adapter")
+            with meter:
+                data = {"train": mix_rehearsal(splits["train"], rehearsal, share, seed_of(params)),
+                        "val": splits["val"]}
+                trial.set_user_attr("loaded_base", not resident.loaded)  # False: the base this worker loaded earlier
+                model, record, _ = train(layout.base_model_dir, data, train_params, seed_of(params),
+                                          params.prepare.max_length, work, lora,
+                                          callbacks=[pruning_callback(trial, s.max_steps, tracker)],
+                                          checkpoints=False, resident=resident)
+                trial.set_user_attr("steps", record.steps)
+                if resident.method == "lora":  # trained on the full-precision base: the model evaluate would load
+                    scores = score(params, layout, splits["val"], None, trained_model=resident.inference_model())
+                else:  # QLoRA's 4-bit training base is not the one evaluate scores on: the adapter goes to disk
+                    model.save_pretrained(work / "adapter", safe_serialization=True)
+                    resident.release()
+                    del model
+                    gc.collect()
+                    scores = score(params, layout, splits["val"], work / "adapter")
+            record_cost(trial, meter, tracker)
             drop = base["retention_dev"] - scores["retention_dev"]
             for key, value in {**scores, "retention_drop": drop}.items():
                 trial.set_user_attr(key, value)
@@ -168,9 +190,11 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
                                         "steps": record.steps, "train_seconds": record.train_seconds})
             return scores["val_accuracy"]
         except optuna.TrialPruned:
+            record_cost(trial, meter, tracker)
             tracker.finish("PRUNED", {"steps": trial.user_attrs.get("steps", 0)})
             raise
         except BaseException as exc:
+            record_cost(trial, meter, tracker)
             tracker.finish("FAIL", {"steps": trial.user_attrs.get("steps", 0)}, error=f"{type(exc).__name__}: {exc}")
             raise
         finally:

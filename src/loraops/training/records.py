@@ -95,6 +95,14 @@ class TrainChoice(Record):
     feasible_trials: int | None = None
     trials: dict[str, int] | None = None  # complete / pruned / fail counts
     total_steps: int | None = None
+    # What the search cost: sums over its counted trials that recorded a cost (each trial's training and
+    # scoring, pruned and failed ones included; loraops.training.energy), and the methods used.
+    costed_trials: int | None = None
+    total_wall_seconds: float | None = None
+    total_cpu_seconds: float | None = None
+    total_gpu_seconds: float | None = None
+    total_energy_joules: float | None = None
+    energy_method: str | None = None
     study_name: str | None = None
     storage: str | None = None  # the study's storage URL, password redacted
     fingerprint: str | None = None
