@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,10 +50,16 @@ def test_two_processes_optimise_what_one_does_and_only_rank_0_writes(tiny_base, 
         [str(Path(loraops.__file__).parents[1]), str(REPO), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
     # --standalone: a rendezvous on a free local port, so parallel test runs do not collide on 29500.
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "tests.helpers.train_script", str(spec_path), str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its own session: a hung run is killed with its workers, which would outlive torchrun otherwise.
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "tests.helpers.train_script", str(spec_path), str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
     two = json.loads(out.read_text())
     assert two["process_group_size"] == 2 and two["metrics"]["processes"] == 2, two  # really two processes
 
