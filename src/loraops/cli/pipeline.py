@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from loraops.cli.app import ParamsOption, SetOption, app, fails_cleanly, project
+from loraops.core.distributed import is_main
 from loraops.core.process import project_lock
 from loraops.pipeline import preflight, run_stage
 
@@ -29,7 +31,8 @@ def stage(name: str, params_file: Path = ParamsOption, overrides: Optional[list[
     """Run one pipeline stage (what dvc.yaml calls)."""
     with fails_cleanly():
         params, layout = project(params_file, overrides)
-        with project_lock(layout.cache_dir, f"loraops stage {name}"):
+        # Under a launcher rank 0 holds the lock for all its processes (the others write nothing).
+        with project_lock(layout.cache_dir, f"loraops stage {name}") if is_main() else nullcontext():
             result = run_stage(name, params, layout)
     typer.echo(json.dumps(result, indent=2, default=str))
 

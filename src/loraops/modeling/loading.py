@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from loraops.config import LoraParams
 from loraops.core import ModelError
+from loraops.core.distributed import local_rank
 from loraops.modeling.base_model import INFO_FILE
 
 # Module names per named set, for Llama-style blocks (SmolLM2, Llama, Mistral, Qwen2).
@@ -76,17 +77,19 @@ def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bo
         raise ModelError(f"{base_dir}: no base model here; run the base_model stage first")
     trust = recorded_trust(base_dir) if trust_remote_code is None else trust_remote_code
     kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": trust}
+    # Each process of a multi-GPU launch loads its own copy onto its own GPU ("cuda" alone means the current one).
+    target = f"cuda:{local_rank()}" if device() == "cuda" else device()
     if quantize_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype())
         kwargs["dtype"] = compute_dtype()
-        kwargs["device_map"] = {"": device()}
+        kwargs["device_map"] = {"": target}
     else:
         kwargs["dtype"] = compute_dtype() if device() == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
     if not quantize_4bit:
-        model.to(device())
+        model.to(target)
     return model
 
 

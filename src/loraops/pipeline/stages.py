@@ -10,7 +10,8 @@ from typing import Callable
 
 from loraops import data, evaluation, modeling, prepare, registry, rehearsal, search, training, validation
 from loraops.config import Params
-from loraops.core import Layout, StageOrderError
+from loraops.core import ConfigError, Layout, StageOrderError
+from loraops.core.distributed import is_main, world_size
 from loraops.core.pipeline_run import begin_stage, fail_pass, pipeline_run_id, start_pass
 from loraops.core.tracking import connect
 
@@ -21,6 +22,10 @@ def preflight(params: Params, layout: Layout) -> None:
     if params.data.source != "demo":
         data.source_file(params.data, layout.root)
 
+
+# What ``accelerate launch`` / ``torchrun`` may run on several processes: one model trained with DDP, written
+# by rank 0 (loraops.training). Every other stage would run once per process and race on its outputs.
+MULTI_PROCESS_STAGES = ("train", "baseline")
 
 # The DAG, in order. dvc.yaml and the Prefect flow follow this order (tests check both).
 STAGES: dict[str, Callable[[Params, Layout], dict]] = {
@@ -37,7 +42,12 @@ def run_stage(name: str, params: Params, layout: Layout) -> dict:
     """Run one stage as part of the current pass through the DAG (its MLflow run: core.pipeline_run)."""
     if name not in STAGES:
         raise StageOrderError(f"unknown stage {name!r}; stages are {', '.join(PIPELINE)}")
+    if world_size() > 1 and name not in MULTI_PROCESS_STAGES:
+        raise ConfigError(f"stage {name} runs in one process; only {' and '.join(MULTI_PROCESS_STAGES)} run "
+                          f"under a launcher ({world_size()} processes here)")
     preflight(params, layout)
+    if not is_main():  # the pass's record (and its MLflow run) is rank 0's
+        return STAGES[name](params, layout)
     begin_stage(layout, params.registry, name, PIPELINE.index(name))
     try:
         return STAGES[name](params, layout)

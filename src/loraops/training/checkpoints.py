@@ -19,6 +19,7 @@ from typing import Any
 
 from loraops.config import LoraParams, TrainParams
 from loraops.core import write_json
+from loraops.core.distributed import barrier, is_main
 from loraops.core.hashing import library_versions, sha256_file, sha256_json, tree_sha256
 
 MANIFEST = "loraops_manifest.json"
@@ -28,16 +29,18 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_key(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
-                   lora: LoraParams | None, learning_rate: float | None, device: str) -> str:
+                   lora: LoraParams | None, learning_rate: float | None, device: str, processes: int = 1) -> str:
     """The resume key: checkpoints resume only when it matches. It covers the train params (but the progress
     bar and the merge tolerance, which do not shape the trajectory), the seed, ``max_length``, the LoRA config
-    (None: full fine-tuning), the learning rate override, the device, the train and val rows, the bytes of
-    every file of the base model (weights, config, tokenizer) and the versions of the training libraries
-    (a resumed optimizer or RNG state is only valid with the code that wrote it)."""
+    (None: full fine-tuning), the learning rate override, the device, the number of processes (each saves its
+    own RNG state), the train and val rows, the bytes of every file of the base model (weights, config,
+    tokenizer) and the versions of the training libraries (a resumed optimizer or RNG state is only valid
+    with the code that wrote it)."""
     payload = {"train": params.model_dump(exclude={"progress_bar", "merge_tolerance"}), "seed": seed,
                "max_length": max_length, "lora": lora.model_dump() if lora else None,
                "data": sha256_json([splits["train"], splits["val"]]), "learning_rate": learning_rate,
-               "device": device, "base": tree_sha256(base_dir), "libraries": library_versions(TRAINING_LIBRARIES)}
+               "device": device, "processes": processes, "base": tree_sha256(base_dir),
+               "libraries": library_versions(TRAINING_LIBRARIES)}
     return sha256_json(payload)
 
 
@@ -88,15 +91,26 @@ def latest_complete(run_dir: Path) -> Path | None:
 
 
 def run_dir_for(work_dir: Path, key: str) -> Path:
-    """``work_dir/run-<key>``; runs of other (stale) fingerprints are removed, they can never be resumed."""
-    run_dir = work_dir / f"run-{key[:16]}"
+    """``work_dir/run-<key>``: where the checkpoints of a run with these inputs live."""
+    return work_dir / f"run-{key[:16]}"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Make ``run_dir`` ready and return the checkpoint to resume from (None: start afresh). Runs of other
+    (stale) fingerprints are removed, they can never be resumed; without ``resume`` this run's own older
+    checkpoints go too, so none is mixed with the fresh start's. Rank 0 only: it deletes."""
+    work_dir = run_dir.parent
     if work_dir.is_dir():
         for other in work_dir.glob("run-*"):
             if other != run_dir:
                 log.info("removing checkpoints of a run with other inputs: %s", other)
                 shutil.rmtree(other, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    if resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return latest_complete(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    return None
 
 
 def manifest_callback() -> Any:
@@ -105,7 +119,11 @@ def manifest_callback() -> Any:
 
     class ManifestCallback(TrainerCallback):
         # on_save runs after the Trainer wrote weights, optimizer, RNG and trainer_state (and rotated old ones).
+        # Under several processes each writes its own RNG state into the folder: all must be done before
+        # rank 0 seals it, and only rank 0 writes the manifest.
         def on_save(self, args, state, control, **kwargs):
-            write_manifest(Path(args.output_dir) / f"{PREFIX}{state.global_step}")
+            barrier()
+            if is_main():
+                write_manifest(Path(args.output_dir) / f"{PREFIX}{state.global_step}")
 
     return ManifestCallback()

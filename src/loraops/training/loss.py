@@ -10,12 +10,14 @@ Two choices, both measured on the demo (README, "Rehearsal"):
   the hidden states of the answer positions only, not to every prompt position whose logits would be
   thrown away. The result equals the full computation within float tolerance (tests/model/test_loss.py).
   Models whose logits are not ``lm_head(hidden)`` (final-logit soft-capping or scaling) take the full
-  forward pass and the same per-example average.
+  forward pass and the same per-example average, as does training on several processes (DDP).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from loraops.core.distributed import world_size
 
 IGNORE = -100  # label of a position outside the loss (prompt, padding)
 
@@ -78,7 +80,9 @@ def answer_loss_trainer(answer_only: bool = True) -> type:
         loss_is_scaled_for_ga = False
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = example_mean_loss(model, inputs, answer_only)
+            # Under several processes the forward must go through the DDP wrapper, which syncs the gradients;
+            # the answer-only path calls the decoder itself. The full forward gives the same loss.
+            loss = example_mean_loss(model, inputs, answer_only and world_size() == 1)
             return (loss, {}) if return_outputs else loss  # validation asks for outputs: it needs none
 
     return AnswerLossTrainer

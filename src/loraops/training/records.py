@@ -30,6 +30,9 @@ class TrainRecord(Record):
     peak_memory_mb: float
     memory_before_train_mb: float
     device: str
+    # Processes that trained together (DDP under accelerate launch / torchrun); the memory and cost
+    # figures below are rank 0's own.
+    processes: int = 1
     torch_threads: int
     # Rehearsal pairs mixed into the train split (train.rehearsal.share): how many, and their answer tokens,
     # i.e. what forgetting protection cost in training data.

@@ -6,6 +6,7 @@ import shutil
 
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, atomic_dir, require, write_json
+from loraops.core.distributed import is_main
 from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
 from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
 from loraops.training.curves import write_curve
@@ -56,6 +57,8 @@ def train_stage(params: Params, layout: Layout) -> dict:
     work = layout.work_dir("train")
     model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
                                   params.prepare.max_length, work, lora)
+    if not is_main():  # several processes trained one model (DDP): rank 0 writes it, the others are done
+        return record.to_json()
     # The adapter records where its base came from by id, not by this machine's path.
     model.peft_config["default"].base_model_name_or_path = base_info(layout)["id"]
     with atomic_dir(layout.adapter_dir) as staging:
@@ -93,6 +96,8 @@ def baseline_stage(params: Params, layout: Layout) -> dict:
     splits, rehearsal = training_splits(params, layout, chosen_config(params, layout)[2])
     model, record, _ = train(layout.base_model_dir, splits, params.train, params.project.seed,
                              params.prepare.max_length, work, None, learning_rate=params.baseline.learning_rate)
+    if not is_main():  # as in train_stage: rank 0 writes
+        return record.to_json()
     save_full_model(model, layout.base_model_dir, layout.full_model_dir, record.steps)
     baseline = BaselineRecord(**{**record.model_dump(), **rehearsal})
     baseline.write(layout.baseline_metrics)

@@ -4,20 +4,23 @@
 only in what is trainable. The loss covers the answer tokens only (the prompt is masked with -100), each
 example weighing the same (:mod:`loraops.training.loss`).
 Checkpoints (see :mod:`loraops.training.checkpoints`) make a re-run after a crash resume where it stopped.
+Under ``accelerate launch`` / ``torchrun`` (several processes, DDP) ``train.batch_size`` stays the global batch:
+each process takes its share, and only rank 0 writes (checkpoint folders, manifests; the stages' outputs).
 The ``train`` stage, the ``baseline`` stage and every search trial call :func:`train`; a search worker loads the
 base once and lends it to its trials (:class:`loraops.training.ResidentBase`).
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loraops.config import LoraParams, TrainParams
+from loraops.core import ConfigError
+from loraops.core.distributed import from_main, is_main, sharded_engine, world_size
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer
-from loraops.training.checkpoints import checkpoint_key, latest_complete, manifest_callback, run_dir_for, step_of
+from loraops.training.checkpoints import checkpoint_key, manifest_callback, prepare_run_dir, run_dir_for, step_of
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
@@ -69,17 +72,31 @@ def build_model(base_dir: Path, method: str, lora: LoraParams | None, seed: int 
     return attach_adapter(training_base(base_dir, method), lora, seed)
 
 
+def per_device_batch(batch_size: int, processes: int) -> int:
+    """Each process's share of the global ``train.batch_size``, so N processes take the same optimiser steps
+    (same examples per step, same number of steps) as one."""
+    if batch_size % processes:
+        raise ConfigError(f"train.batch_size={batch_size} does not divide among {processes} processes; "
+                          f"use a multiple of {processes}")
+    return batch_size // processes
+
+
 def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluate: bool, save: bool,
                        learning_rate: float | None = None) -> Any:
     """The pipeline's Trainer configuration (the benchmark times exactly this)."""
     import torch
     from transformers import TrainingArguments
 
+    engine = sharded_engine()
+    if engine is not None:
+        raise ConfigError(f"{engine} is not supported: the adapter is saved by rank 0, which under {engine} holds "
+                          f"a shard only; launch plain DDP (accelerate launch --multi_gpu, or torchrun)")
+    batch = per_device_batch(params.batch_size, world_size())
     steps = {"max_steps": params.max_steps} if params.max_steps else {"num_train_epochs": params.epochs}
     eval_every = evaluate and params.eval_steps is not None
     return TrainingArguments(
-        output_dir=str(output_dir), **steps, per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.batch_size, gradient_accumulation_steps=params.gradient_accumulation_steps,
+        output_dir=str(output_dir), **steps, per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch, gradient_accumulation_steps=params.gradient_accumulation_steps,
         learning_rate=learning_rate or params.learning_rate, warmup_steps=params.warmup_steps,
         lr_scheduler_type=params.lr_scheduler, logging_steps=params.logging_steps,
         eval_strategy="steps" if eval_every else "no", eval_steps=params.eval_steps if eval_every else None,
@@ -91,6 +108,9 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluat
         activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False,
         # The NaN filter checks the loss every step (a device sync on GPU) and hides divergence; off.
         logging_nan_inf_filter=False, dataloader_num_workers=0, disable_tqdm=not params.progress_bar,
+        # Under DDP: every trainable parameter (LoRA, or all of them) takes part in every forward, so the
+        # search for unused ones the Trainer turns on for PEFT models is an extra graph walk per step.
+        ddp_find_unused_parameters=False,
         # Validation needs the loss only: gathering every position's logits cost vocabulary x tokens of memory.
         prediction_loss_only=True)
 
@@ -119,6 +139,18 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
         if resident.method != params.method or resident.base_dir != Path(base_dir):
             raise ValueError(f"the resident base is {resident.method} of {resident.base_dir}, the run wants "
                              f"{params.method} of {base_dir}")
+    save = checkpoints and params.save_steps is not None
+    output_dir = Path(work_dir)
+    if save:  # every process hashes the same inputs to the same folder; only rank 0 changes it (below)
+        output_dir = run_dir_for(output_dir, checkpoint_key(base_dir, splits, params, seed, max_length, lora,
+                                                             learning_rate, device(), world_size()))
+    # Before the model loads: a batch that does not divide among the processes fails at once. Under a
+    # launcher this also joins the process group that the barrier and broadcast below use.
+    args = training_arguments(params, seed, output_dir, evaluate=True, save=save, learning_rate=learning_rate)
+    resume_from = None
+    if save and is_main():
+        resume_from = prepare_run_dir(output_dir, resume)
+    resume_from = from_main(resume_from)  # the others wait here until rank 0 has cleaned and chosen
     reset_peak_memory()
     memory_before = current_memory_mb()
     set_seed(seed)
@@ -127,21 +159,9 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
     train_set, val_set = encode(splits["train"]), encode(splits["val"])
     model = build_model(base_dir, params.method, lora, seed) if resident is None else resident.attach(lora, seed)
     trainable, total = count_parameters(model)
-    save = checkpoints and params.save_steps is not None
-    resume_from = None
-    output_dir = Path(work_dir)
-    if save:
-        output_dir = run_dir_for(output_dir, checkpoint_key(base_dir, splits, params, seed, max_length, lora,
-                                                             learning_rate, device()))
-        if resume:
-            resume_from = latest_complete(output_dir)
-        else:  # a fresh start must not leave older checkpoints of this fingerprint to be mixed with its own
-            shutil.rmtree(output_dir)
-            output_dir.mkdir(parents=True)
     extra = [manifest_callback()] if save else []
     if params.early_stopping_patience is not None:
         extra.append(EarlyStoppingCallback(params.early_stopping_patience, params.early_stopping_min_delta))
-    args = training_arguments(params, seed, output_dir, evaluate=True, save=save, learning_rate=learning_rate)
     trainer = answer_loss_trainer()(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                       data_collator=CompletionCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks or []))
     start_step = step_of(resume_from) if resume_from else 0
@@ -164,7 +184,8 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
         trainable_params=trainable, total_params=total, trainable_share=trainable / total,
         learning_rate=learning_rate or params.learning_rate, train_seconds=wall,
         tokens_per_second=seen * mean_len / wall if steps_now else None, peak_memory_mb=peak_memory_mb(),
-        memory_before_train_mb=memory_before, device=device(), torch_threads=torch.get_num_threads(),
+        memory_before_train_mb=memory_before, device=device(), processes=world_size(),
+        torch_threads=torch.get_num_threads(),
         cpu_seconds=cost.cpu_seconds, gpu_seconds=cost.gpu_seconds, energy_joules=cost.energy_joules,
         cpu_energy_joules=cost.cpu_energy_joules, gpu_energy_joules=cost.gpu_energy_joules,
         energy_method=cost.energy_method)
