@@ -137,3 +137,31 @@ def test_the_checkpoint_key_covers_tokenizer_files_and_library_versions(tiny_bas
     (base / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
     assert checkpoint_key(base, splits, TrainParams(), 1, 64, None, None, "cpu") != key
     assert {"torch", "transformers", "peft", "accelerate"} <= set(TRAINING_LIBRARIES)
+
+
+def test_the_weights_inputs_leave_out_what_cannot_change_the_weights_and_name_what_does(tiny_base):
+    from loraops.config import LoraParams, TrainParams
+    from loraops.training.checkpoints import differing_inputs, weights_fingerprint, weights_inputs
+
+    splits = {"train": [{"text": "a"}], "val": [{"text": "b"}]}
+    lora = LoraParams(r=4, alpha=8)
+    shipped = TrainParams(max_steps=60, eval_steps=20, early_stopping_patience=3)
+
+    def inputs(params=shipped, rows=splits, adapter=lora):
+        return weights_inputs(tiny_base, rows, params, 1, 64, adapter, None, "cpu")
+
+    base = inputs()
+    # How often it logs, validates or saves, on which val rows, and (inert: 4 x 20 >= 60) early stopping.
+    same = [shipped.model_copy(update={"eval_steps": 1, "logging_steps": 1, "save_steps": None,
+                                       "early_stopping_patience": None, "reuse_trial": False}),
+            shipped.model_copy(update={"eval_steps": 15})]
+    for params in same:
+        assert weights_fingerprint(inputs(params)) == weights_fingerprint(base)
+    assert inputs(rows={**splits, "val": []}) == base
+    assert differing_inputs(inputs(shipped.model_copy(update={"max_steps": 80})), base) == ["train.max_steps"]
+    assert differing_inputs(inputs(adapter=lora.model_copy(update={"dropout": 0.1})), base) == ["lora.dropout"]
+    assert differing_inputs(inputs(rows={**splits, "train": []}), base) == ["train_data"]
+    # Early stopping that can stop before the last step counts, with the val rows it judges.
+    stopping = shipped.model_copy(update={"eval_steps": 10})
+    assert differing_inputs(inputs(stopping), base) == ["early_stopping"]
+    assert inputs(stopping, rows={**splits, "val": []}) != inputs(stopping)

@@ -158,6 +158,9 @@ class TrainParams(_Group):
     progress_bar: bool = True
     # Largest |logit| difference allowed between the merged export and adapter-on-base.
     merge_tolerance: float = Field(1e-3, gt=0)
+    # With the search on: take the chosen trial's adapter (models/search/trained) instead of training it again
+    # when every input that decides the weights matches (README: Training); false always trains.
+    reuse_trial: bool = True
     lora: LoraParams = LoraParams(r=8, alpha=8, target_modules="all-linear", use_rslora=True)
     rehearsal: RehearsalParams = RehearsalParams(share=0.5)
 

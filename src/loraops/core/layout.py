@@ -78,6 +78,18 @@ class Layout:
         return self.root / "plots" / "search_trials.csv", self.root / "plots" / "search_pareto.csv"
 
     @property
+    def search_trained(self) -> Path:
+        """The chosen trial's adapter, record and training inputs, which the ``train`` stage may take as its own
+        (:mod:`loraops.training.reuse`)."""
+        return self.search_dir / "trained"
+
+    @property
+    def search_trials_dir(self) -> Path:
+        """Each completed trial's adapter while its study runs, by study name and trial number; outside every
+        DVC out (only the chosen one is copied into ``models/search``)."""
+        return self.search_study_dir / "trials"
+
+    @property
     def search_study_dir(self) -> Path:
         """The default Optuna SQLite study: outside every DVC out, so it survives re-runs (resume)."""
         return self.cache_dir / "search"

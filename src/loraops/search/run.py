@@ -8,6 +8,7 @@ the outputs). Trials train through :func:`loraops.training.train` (the one train
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from loraops.search import heartbeat
 from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
                                   study_fingerprint, trial_results)
 from loraops.search.tracking import close_parent_run, ensure_parent_run, fail_parent_run
-from loraops.training import TrainChoice
+from loraops.training import TrainChoice, publish_trial
 from loraops.search.trial import base_reference, make_objective, require_rehearsal
 
 
@@ -91,6 +92,7 @@ def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
     limit = params.promote.max_retention_drop
     write_reports(layout, results, max_retention_drop=limit)  # before selecting: a failed search keeps its table
     layout.search_choice.unlink(missing_ok=True)  # an older choice must not outlive a failed selection
+    shutil.rmtree(layout.search_trained, ignore_errors=True)  # nor an older choice's adapter
     base = base_reference(params, layout, study)
     bootstrap = Bootstrap(params.eval.bootstrap_samples, params.eval.confidence, params.eval.bootstrap_seed)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -115,6 +117,8 @@ def finish_search(params: Params, layout: Layout) -> dict[str, Any]:
         trials={k.lower(): v for k, v in counts.items()}, total_steps=sum(r.steps for r in results),
         study_name=study.study_name, storage=redact_url(storage_url(params, layout)),
         fingerprint=study_fingerprint(params, layout), mlflow_run_id=parent, **cost)
+    # The chosen trial's adapter into the stage's out (the train stage may take it); the others' removed.
+    publish_trial(layout.search_trials_dir / study.study_name, chosen.number, layout.search_trained)
     choice.write(layout.search_choice)
     close_parent_run(layout, params, parent, choice)
     return choice.to_json()
@@ -124,6 +128,7 @@ def search_stage(params: Params, layout: Layout) -> dict[str, Any]:
     """The whole stage as one call (what ``loraops stage search`` runs); off, it records train's own params."""
     if not params.search.enabled:
         write_reports(layout, [], note=SEARCH_OFF)
+        shutil.rmtree(layout.search_trained, ignore_errors=True)
         choice = TrainChoice(source="params", lora=params.train.lora, learning_rate=params.train.learning_rate)
         # train reads its own train.rehearsal.share then (chosen_config), so the choice never goes stale.
         choice.write(layout.search_choice)

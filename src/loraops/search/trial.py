@@ -10,7 +10,9 @@ are computed once per study, through the same evaluator, and kept in the study's
 share is above 0 trains on the task rows mixed with the rehearsal answers (:func:`loraops.training.mix_rehearsal`).
 A worker loads the base once (:class:`loraops.training.ResidentBase`); each trial puts a fresh adapter on it and
 takes it off again. A ``lora`` trial is scored as it stands in memory; a ``qlora`` one trained on the 4-bit base
-is saved and scored on the full-precision base, as the evaluate stage scores it.
+is scored from its saved adapter on the full-precision base, as the evaluate stage scores it.
+A completed trial keeps its adapter, record and training inputs (:func:`loraops.training.keep_trial`), so that
+the train stage can take the chosen one instead of training it again (:mod:`loraops.training.reuse`).
 What a trial cost (its training and its scoring, up to where it ended: completed, pruned or failed) is measured
 by the trainer's own meter (:class:`loraops.training.energy.EnergyMeter`) and kept as user attrs
 (:data:`loraops.search.study.COST_KEYS`) and as metrics of its MLflow run.
@@ -26,12 +28,14 @@ from typing import Any, Callable
 
 from loraops.config import Params
 from loraops.core import ConfigError, Layout
+from loraops.core.hashing import HashMemo
 from loraops.data import load_labels, load_splits
 from loraops.evaluation import run_model
-from loraops.modeling import count_parameters, device
+from loraops.modeling import base_info, count_parameters, device
 from loraops.search.study import COST_KEYS, budget_state, retention_constraint, seed_of, suggest
 from loraops.search.tracking import TrialTracker
-from loraops.training import ResidentBase, load_rehearsal_rows, mix_rehearsal, train
+from loraops.training import (ResidentBase, keep_trial, load_rehearsal_rows, mix_rehearsal, save_adapter, train,
+                               training_inputs)
 from loraops.training.energy import EnergyMeter
 
 BASE_ATTR = "base_reference"  # study user attr: the base model's val correctness and dev retention
@@ -138,6 +142,8 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
     s = params.search
     # Loaded (and for QLoRA quantised) at the first trial, then lent to every trial of this worker.
     resident = ResidentBase(layout.base_model_dir, params.train.method)
+    memo = HashMemo(layout.hash_memo)
+    base_id = base_info(layout)["id"]
 
     def objective(trial: optuna.Trial) -> float:
         lora, learning_rate, share = suggest(trial, params)
@@ -166,16 +172,22 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             with meter:
                 data = {"train": mix_rehearsal(splits["train"], rehearsal, share, seed_of(params)),
                         "val": splits["val"]}
+                # What decides this trial's weights, asked as the train stage asks (same function, the
+                # arguments given to train below); the base's bytes hashed once, then remembered.
+                inputs = training_inputs(layout.base_model_dir, data, train_params, seed_of(params),
+                                         params.prepare.max_length, lora, hashes=memo)
+                memo.save()
                 trial.set_user_attr("loaded_base", not resident.loaded)  # False: the base this worker loaded earlier
-                model, record, _ = train(layout.base_model_dir, data, train_params, seed_of(params),
-                                          params.prepare.max_length, work, lora,
-                                          callbacks=[pruning_callback(trial, s.max_steps, tracker)],
-                                          checkpoints=False, resident=resident)
+                model, record, curves = train(layout.base_model_dir, data, train_params, seed_of(params),
+                                              params.prepare.max_length, work, lora,
+                                              callbacks=[pruning_callback(trial, s.max_steps, tracker)],
+                                              checkpoints=False, resident=resident)
                 trial.set_user_attr("steps", record.steps)
+                # Kept (if the trial completes) for the train stage, saved as that stage saves its adapter.
+                save_adapter(model, work / "adapter", base_id)
                 if resident.method == "lora":  # trained on the full-precision base: the model evaluate would load
                     scores = score(params, layout, splits["val"], None, trained_model=resident.inference_model())
-                else:  # QLoRA's 4-bit training base is not the one evaluate scores on: the adapter goes to disk
-                    model.save_pretrained(work / "adapter", safe_serialization=True)
+                else:  # QLoRA's 4-bit training base is not the one evaluate scores on: scored from disk
                     resident.release()
                     del model
                     gc.collect()
@@ -185,6 +197,9 @@ def make_objective(params: Params, layout: Layout, study: Any, worker: int = 0) 
             for key, value in {**scores, "retention_drop": drop}.items():
                 trial.set_user_attr(key, value)
             retention_constraint(trial, drop, params)
+            # The train stage takes this adapter for its own when it would train with these same inputs.
+            keep_trial(layout.search_trials_dir / study.study_name / str(trial.number), work / "adapter",
+                       trial.number, inputs, record, curves.train)
             tracker.finish("COMPLETE", {"val_accuracy": scores["val_accuracy"],
                                         "retention_dev": scores["retention_dev"], "retention_drop": drop,
                                         "steps": record.steps, "train_seconds": record.train_seconds})

@@ -15,7 +15,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loraops.config import LoraParams, TrainParams
 from loraops.core import write_json
@@ -28,19 +28,92 @@ PREFIX = "checkpoint-"
 log = logging.getLogger(__name__)
 
 
+# Train params that cannot change the trained weights: how often the run logs, validates or saves, the progress
+# bar, what the export checks and whether the train stage may reuse a trial's adapter. Validating draws nothing
+# from the training's random stream (the trainer runs it under a forked RNG), so its cadence and its rows do not
+# count; early stopping does, where it can end the run early (:func:`early_stopping_can_stop`). The LoRA config,
+# learning rate and training rows are inputs of their own.
+NOT_WEIGHT_KEYS = {"logging_steps", "eval_steps", "save_steps", "save_total_limit", "progress_bar", "merge_tolerance",
+                   "reuse_trial", "early_stopping_patience", "early_stopping_min_delta", "learning_rate", "lora",
+                   "rehearsal"}
+# The loraops code that builds the model and runs the steps (model loading and quantisation, LoRA config, the
+# trainer, the loss).
+WEIGHT_CODE = ("training", "modeling")
+
+
+def early_stopping_can_stop(params: TrainParams) -> bool:
+    """Whether early stopping can end a run before ``max_steps``: its counter starts at the second validation,
+    so it stops at the earliest at validation ``patience + 1``, step ``(patience + 1) * eval_steps``."""
+    if params.early_stopping_patience is None:
+        return False
+    if params.max_steps is None or params.eval_steps is None:
+        return True
+    return (params.early_stopping_patience + 1) * params.eval_steps < params.max_steps
+
+
+def weights_inputs(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
+                   lora: LoraParams | None, learning_rate: float | None, device: str, processes: int = 1,
+                   hashes: Callable[[Path], str] = sha256_file) -> dict[str, Any]:
+    """Every input that decides the weights a :func:`loraops.training.train` call with these arguments ends
+    with, by name (:func:`weights_fingerprint` hashes them): the bytes of every file of the base model, the
+    training rows (the task's and any rehearsal pairs mixed in), the train params that shape the run (budget,
+    batch, accumulation, warmup, schedule, method and so the quantisation, activation checkpointing; not
+    :data:`NOT_WEIGHT_KEYS`), early stopping where it can stop the run (with the val rows it judges), the LoRA
+    config, the learning rate, the seed, ``max_length``, the device, the processes and CPU threads (float
+    reductions depend on how the work is split), the versions of the training libraries and the loraops code
+    of :data:`WEIGHT_CODE`."""
+    import torch
+
+    import loraops
+
+    train = params.model_dump(exclude=NOT_WEIGHT_KEYS)
+    if params.max_steps is not None:  # a step budget makes epochs irrelevant (TrainingArguments)
+        train.pop("epochs")
+    stopping = None
+    if early_stopping_can_stop(params):
+        stopping = {"patience": params.early_stopping_patience, "min_delta": params.early_stopping_min_delta,
+                    "eval_steps": params.eval_steps, "val": sha256_json(splits["val"])}
+    package = Path(loraops.__file__).resolve().parent
+    code = {name: tree_sha256(package / name, patterns=("*.py",)) for name in WEIGHT_CODE}
+    return {"base": sha256_json(tree_sha256(base_dir, hashes)), "train_data": sha256_json(splits["train"]),
+            "train": train, "early_stopping": stopping, "lora": lora.model_dump() if lora else None,
+            "learning_rate": learning_rate or params.learning_rate, "seed": seed, "max_length": max_length,
+            "device": device, "processes": processes,
+            "cpu_threads": torch.get_num_threads() if device == "cpu" else None,
+            "libraries": library_versions(TRAINING_LIBRARIES), "code": sha256_json(code)}
+
+
+def weights_fingerprint(inputs: dict[str, Any]) -> str:
+    """The short hash of :func:`weights_inputs`: equal fingerprints, equal weights."""
+    return sha256_json(inputs)[:16]
+
+
+def differing_inputs(mine: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The names of the inputs that differ (``train.max_steps``, ``lora.r``, ``train_data``), in order."""
+    out = []
+    for key in sorted(set(mine) | set(other)):
+        a, b = mine.get(key), other.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
 def checkpoint_key(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
                    lora: LoraParams | None, learning_rate: float | None, device: str, processes: int = 1) -> str:
-    """The resume key: checkpoints resume only when it matches. It covers the train params (but the progress
-    bar and the merge tolerance, which do not shape the trajectory), the seed, ``max_length``, the LoRA config
-    (None: full fine-tuning), the learning rate override, the device, the number of processes (each saves its
-    own RNG state), the train and val rows, the bytes of every file of the base model (weights, config,
-    tokenizer) and the versions of the training libraries (a resumed optimizer or RNG state is only valid
-    with the code that wrote it)."""
-    payload = {"train": params.model_dump(exclude={"progress_bar", "merge_tolerance"}), "seed": seed,
-               "max_length": max_length, "lora": lora.model_dump() if lora else None,
-               "data": sha256_json([splits["train"], splits["val"]]), "learning_rate": learning_rate,
-               "device": device, "processes": processes, "base": tree_sha256(base_dir),
-               "libraries": library_versions(TRAINING_LIBRARIES)}
+    """The resume key: checkpoints resume only when it matches. It covers what decides the weights
+    (:func:`weights_inputs`: base files, training rows, seed, LoRA config, the device, the processes (each
+    saves its own RNG state), the versions of the training libraries: a resumed optimizer or RNG state is only
+    valid with the code that wrote it) and besides every train param but the progress bar, the merge tolerance
+    and whether a trial may be reused (a checkpoint folder's contents depend on how often it saves), and the
+    val rows."""
+    payload = {"weights": weights_inputs(base_dir, splits, params, seed, max_length, lora, learning_rate, device,
+                                         processes),
+               "train": params.model_dump(exclude={"progress_bar", "merge_tolerance", "reuse_trial"}),
+               "val": sha256_json(splits["val"])}
     return sha256_json(payload)
 
 

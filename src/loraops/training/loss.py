@@ -85,4 +85,15 @@ def answer_loss_trainer(answer_only: bool = True) -> type:
             loss = example_mean_loss(model, inputs, answer_only and world_size() == 1)
             return (loss, {}) if return_outputs else loss  # validation asks for outputs: it needs none
 
+        def evaluate(self, *args, **kwargs):
+            # Each validation pass draws from the global RNG (its data loader takes a seed from it): without
+            # the fork, how often and on which rows a run validates would move the dropout masks of every later
+            # step, and so the weights. With it a search trial (its own val rows and cadence) trains exactly
+            # the weights the train stage would (loraops.training.checkpoints.weights_inputs).
+            import torch
+
+            devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+            with torch.random.fork_rng(devices=devices):
+                return super().evaluate(*args, **kwargs)
+
     return AnswerLossTrainer

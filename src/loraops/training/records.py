@@ -51,6 +51,13 @@ class TrainRecord(Record):
     adapter_bytes: int | None = None
     adapter_to_base_size: float | None = None
     merge_max_abs_logit_diff: float | None = None
+    # The train stage: the fingerprint of what decided the weights (loraops.training.checkpoints.weights_inputs),
+    # whether it took the chosen search trial's adapter instead of training ("yes: ..." / "no: <why>"), and
+    # which trial. A reused adapter's record is the trial's (its cost is that training's), its val_loss
+    # measured again on the whole val split, best_val_loss none (the trial validated on its own rows).
+    weights_fingerprint: str | None = None
+    reuse: str | None = None
+    reused_from_trial: int | None = None
 
 
 class BaselineRecord(TrainRecord):

@@ -6,6 +6,7 @@ import shutil
 
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, atomic_dir, require, write_json
+from loraops.core.hashing import HashMemo
 from loraops.core.distributed import is_main
 from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
 from loraops.modeling import base_info, load_tokenizer, safetensors_bytes
@@ -13,7 +14,9 @@ from loraops.training.curves import write_curve
 from loraops.training.export import merge_adapter, save_full_model, write_disabled_marker
 from loraops.training.records import BaselineRecord, DisabledBaseline, TrainChoice
 from loraops.training.rehearsal import load_rehearsal_rows, mix_rehearsal, rehearsal_count
-from loraops.training.trainer import train
+from loraops.training.checkpoints import weights_fingerprint
+from loraops.training.reuse import RECORD_FILE, reuse_decision, save_adapter
+from loraops.training.trainer import Curves, train, training_inputs, validation_loss
 
 
 def training_splits(params: Params, layout: Layout, share: float) -> tuple[dict[str, list[dict]], dict]:
@@ -46,35 +49,55 @@ def chosen_config(params: Params, layout: Layout) -> tuple[LoraParams, float, fl
 
 def train_stage(params: Params, layout: Layout) -> dict:
     """``models/adapter`` (safetensors, its prompt spec), ``models/merged``, ``metrics/train.json`` and the
-    loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`)."""
+    loss curves, trained with the search's choice (``models/search/chosen.json``, see :func:`chosen_config`).
+    When the chosen trial's adapter (``models/search/trained``) had exactly the inputs this training would have
+    (:func:`loraops.training.reuse.reuse_decision`), it is taken instead of training again."""
     require(layout.base_model_dir, layout.prepared_dir, layout.search_choice)
     lora, learning_rate, share = chosen_config(params, layout)
     task_splits = load_splits(layout)
     splits, rehearsal = training_splits(params, layout, share)
     train_params = params.train.model_copy(update={"lora": lora, "learning_rate": learning_rate,
                                                    "rehearsal": params.train.rehearsal.model_copy(update={"share": share})})
+    memo = HashMemo(layout.hash_memo)
+    inputs = training_inputs(layout.base_model_dir, splits, train_params, params.project.seed,
+                             params.prepare.max_length, lora, hashes=memo)
+    if is_main():  # one writer of the memo under several processes
+        memo.save()
+    kept, reuse = reuse_decision(params, TrainChoice.read(layout.search_choice), layout.search_trained, inputs)
     # Not wiped: a re-run after a crash resumes from the last complete checkpoint of the same inputs.
     work = layout.work_dir("train")
-    model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
-                                  params.prepare.max_length, work, lora)
-    if not is_main():  # several processes trained one model (DDP): rank 0 writes it, the others are done
-        return record.to_json()
-    # The adapter records where its base came from by id, not by this machine's path.
-    model.peft_config["default"].base_model_name_or_path = base_info(layout)["id"]
+    model = None
+    if kept is None:
+        model, record, curves = train(layout.base_model_dir, splits, train_params, params.project.seed,
+                                      params.prepare.max_length, work, lora)
+        if not is_main():  # several processes trained one model (DDP): rank 0 writes it, the others are done
+            return record.to_json()
     with atomic_dir(layout.adapter_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
+        if kept is None:
+            save_adapter(model, staging, base_info(layout)["id"])
+            del model
+        else:
+            for path in layout.search_trained.iterdir():
+                if path.name != RECORD_FILE:
+                    shutil.copy2(path, staging / path.name)
+            # The trial validated on its own rows; val_loss is the train stage's, on the whole val split.
+            val_loss = validation_loss(layout.base_model_dir, staging, splits["val"], train_params,
+                                       params.project.seed, params.prepare.max_length, work)
+            record = kept.record.model_copy(update={"val_loss": val_loss, "best_val_loss": None,
+                                                    "reused_from_trial": kept.trial})
+            curves = Curves(train=kept.train_curve, val=[{"step": record.steps, "val_loss": val_loss}])
         labels = load_labels(layout)
         template = prompt_template(labels, load_tokenizer(layout.base_model_dir), params.prepare,
                                    task_splits["train"] + task_splits["val"])
         write_json(staging / PROMPT_FILE, prompt_spec(labels, params.prepare, template))
         adapter_bytes = safetensors_bytes(staging)
-        del model
         # Checked before the adapter is put in place: a merge over tolerance leaves the old outputs.
         merge_diff = merge_adapter(layout.base_model_dir, staging, layout.merged_dir, splits["val"],
                                    params.train.merge_tolerance)
     record = record.model_copy(update={
         **rehearsal, "adapter_bytes": adapter_bytes, "merge_max_abs_logit_diff": merge_diff,
-        "adapter_to_base_size": adapter_bytes / safetensors_bytes(layout.base_model_dir)})
+        "adapter_to_base_size": adapter_bytes / safetensors_bytes(layout.base_model_dir),
+        "weights_fingerprint": weights_fingerprint(inputs), "reuse": reuse})
     write_curve(layout.train_curve, curves.train, "train_loss")
     write_curve(layout.val_curve, curves.val, "val_loss")
     record.write(layout.train_metrics)

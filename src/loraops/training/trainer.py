@@ -14,13 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loraops.config import LoraParams, TrainParams
 from loraops.core import ConfigError
 from loraops.core.distributed import from_main, is_main, sharded_engine, world_size
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer
-from loraops.training.checkpoints import checkpoint_key, manifest_callback, prepare_run_dir, run_dir_for, step_of
+from loraops.core.hashing import sha256_file
+from loraops.training.checkpoints import (checkpoint_key, manifest_callback, prepare_run_dir, run_dir_for, step_of,
+                                         weights_inputs)
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
@@ -113,6 +115,30 @@ def training_arguments(params: TrainParams, seed: int, output_dir: Path, evaluat
         ddp_find_unused_parameters=False,
         # Validation needs the loss only: gathering every position's logits cost vocabulary x tokens of memory.
         prediction_loss_only=True)
+
+
+def training_inputs(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
+                    lora: LoraParams | None, learning_rate: float | None = None,
+                    hashes: Callable[[Path], str] = sha256_file) -> dict[str, Any]:
+    """What decides the weights :func:`train` called with the same arguments ends with, on this machine
+    (:func:`loraops.training.checkpoints.weights_inputs`); a search trial and the train stage both ask here."""
+    return weights_inputs(base_dir, splits, params, seed, max_length, lora, learning_rate, device(), world_size(),
+                          hashes)
+
+
+def validation_loss(base_dir: Path, adapter_dir: Path, rows: list[dict], params: TrainParams, seed: int,
+                    max_length: int, work_dir: Path) -> float:
+    """The validation loss on ``rows`` that :func:`train`'s closing evaluation reports for the adapter saved in
+    ``adapter_dir``: the adapter on the training base (4-bit for QLoRA), through the same Trainer evaluation."""
+    from peft import PeftModel
+
+    tokenizer = load_tokenizer(base_dir)
+    model = PeftModel.from_pretrained(training_base(base_dir, params.method), adapter_dir, is_trainable=False)
+    args = training_arguments(params, seed, work_dir, evaluate=False, save=False)
+    encoded = [encode_example(tokenizer, r["prompt"], r["completion"], max_length) for r in rows]
+    trainer = answer_loss_trainer()(model=model, args=args, eval_dataset=encoded,
+                                    data_collator=CompletionCollator(tokenizer.pad_token_id))
+    return float(trainer.evaluate()["eval_loss"])
 
 
 def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, seed: int, max_length: int,
