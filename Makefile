@@ -27,7 +27,7 @@ repro: setup
 	dvc repro
 
 test: setup
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -18,6 +18,12 @@ for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS
                    "PREFECT_LOGGING_LEVEL": "WARNING"}.items():
     os.environ.setdefault(key, value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Under pytest-xdist (`make test` runs two workers) each worker's in-process Prefect flows get a home of their
+# own, so two ephemeral Prefect servers never share one SQLite database.
+if os.environ.get("PYTEST_XDIST_WORKER") and "PREFECT_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"loraops-prefect-{os.environ['PYTEST_XDIST_WORKER']}-")
 
 
 @pytest.fixture(scope="session")

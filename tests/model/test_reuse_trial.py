@@ -10,6 +10,7 @@ from loraops.data.demo import generate_demo_dataset
 from loraops.modeling import load_tokenizer
 from loraops.pipeline import run_stage
 from loraops.prepare import prepare
+from loraops.training.curves import read_curve
 from loraops.training.reuse import RECORD_FILE
 from tests.helpers.projects import new_project, run_stages
 
@@ -59,6 +60,10 @@ def test_the_chosen_trial_is_reused_and_equals_a_fresh_training_of_the_same_choi
     assert reused["reuse"].startswith(f"yes: trial {choice['trial']}'s adapter")
     assert reused["reused_from_trial"] == choice["trial"] and reused["steps"] == 4
     assert not layout.work_dir("train").exists()
+    # The curve as the register stage reads it for MLflow: integer steps, as a fresh training writes them.
+    steps = [line.split(",")[0] for line in layout.train_curve.read_text().splitlines()[1:]]
+    assert steps and all(step.isdigit() for step in steps), steps
+    reused_curve = read_curve(layout.train_curve, "train_loss")
     files = sorted(p.name for p in layout.adapter_dir.iterdir())
     config, tensors = read_json(layout.adapter_dir / "adapter_config.json"), adapter_tensors(layout)
     assert config["lora_dropout"] == 0.1 and config["r"] == choice["lora"]["r"]
@@ -71,6 +76,9 @@ def test_the_chosen_trial_is_reused_and_equals_a_fresh_training_of_the_same_choi
     # The same format downstream: the same files, the same config, the same record but for what says reuse.
     assert sorted(p.name for p in layout.adapter_dir.iterdir()) == files
     assert read_json(layout.adapter_dir / "adapter_config.json") == config
+    fresh_curve = read_curve(layout.train_curve, "train_loss")
+    assert [r["step"] for r in fresh_curve] == [r["step"] for r in reused_curve]
+    assert [r["train_loss"] for r in fresh_curve] == pytest.approx([r["train_loss"] for r in reused_curve], rel=1e-6)
     assert fresh["train_loss"] == pytest.approx(reused["train_loss"], rel=1e-6)
     assert fresh["val_loss"] == pytest.approx(reused["val_loss"], rel=1e-5)  # on the whole val split, both
     assert fresh["merge_max_abs_logit_diff"] == pytest.approx(reused["merge_max_abs_logit_diff"], abs=1e-6)

@@ -6,7 +6,10 @@ the client and the :class:`Retrier`. Every call to the tracking server goes thro
 ``registry.retries`` tries after the first, waiting ``registry.backoff_seconds * 2**attempt``. MLflow's own
 HTTP retries (7 by default, minutes of waiting) are off unless the user set
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, and the Prefect flows do not retry these calls again: this is the only
-layer that retries the tracking server (the README's *Retries* says who retries what).
+layer that retries the tracking server (the README's *Retries* says who retries what). A database store
+(``postgresql://``, ``mysql://``, ``mssql://``) is reached once under the same retries before MLflow opens it:
+MLflow creates its SQLAlchemy engine with ten tries of its own (about 100 s of waiting), which would
+otherwise run inside every one of ours.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, TypeVar
 
+from loraops.core.errors import RegistryError
 from loraops.core.layout import Layout
 
 T = TypeVar("T")
@@ -122,19 +126,45 @@ class Tracking:
             raise
 
 
+DATABASE_SCHEMES = {"postgresql", "mysql", "mssql"}  # MLflow's SQLAlchemy stores on a server (not sqlite)
+
+
+def reach_database(uri: str) -> None:
+    """Open and close one connection to a database tracking store (no pool kept)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 def connect(layout: Layout, policy: RetryPolicy) -> Tracking:
     """Point MLflow at the project's store (or ``MLFLOW_TRACKING_URI``); the only place loraops does so."""
     import mlflow
 
     quiet_mlflow_client()
     uri = layout.tracking_uri()
+    retry = Retrier(policy.retries, policy.backoff_seconds)
+    if uri.split(":", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+        try:
+            retry(reach_database, uri)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            reason = (redact_url(str(getattr(exc, "orig", None) or exc)).strip().splitlines() or [""])[0]
+            raise RegistryError(f"{redact_url(uri)}: the tracking database does not answer "
+                                f"({policy.retries} retries): {reason}") from None
     exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     # set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that so the user's setting stays the only source.
     if exported is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return Tracking(layout, uri, client, Retrier(policy.retries, policy.backoff_seconds))
+    return Tracking(layout, uri, client, retry)
 
 
 # A URL's user-info (``user:password@``) and the query parameters that commonly carry credentials.

@@ -32,7 +32,7 @@ class TrainedTrial(Record):
     fingerprint: str  # weights_fingerprint(inputs)
     inputs: dict[str, Any]  # loraops.training.checkpoints.weights_inputs, by name
     record: TrainRecord  # as the trial's training returned it (its val loss on the trial's val rows)
-    train_curve: list[dict[str, float]]
+    train_curve: list[dict[str, int | float]]  # {"step": int, "train_loss": float}; int first so steps stay ints
 
 
 def save_adapter(model: Any, out_dir: Path, base_id: str) -> None:
