@@ -64,6 +64,23 @@ def new_project(root: Path, base: Path, **groups) -> Layout:
     return Layout(root)
 
 
+def prepared_from_library(layout: Layout, seed: int = 1) -> None:
+    """The base model stage, then prepared splits written straight from the library (the data stages have
+    their own tests, and GX is slow): a project ready for search, train and baseline."""
+    from loraops.core import write_json, write_jsonl
+    from loraops.data.demo import generate_demo_dataset
+    from loraops.modeling import load_tokenizer
+    from loraops.prepare import prepare
+
+    params = load_params(layout.params_file)
+    run_stage("base_model", params, layout)
+    rows = generate_demo_dataset(seed=seed, train_per_intent=6, test_per_intent=2)
+    splits, labels, _ = prepare(rows, load_tokenizer(layout.base_model_dir), params.prepare, seed=seed)
+    for name, split in splits.items():
+        write_jsonl(layout.prepared_dir / f"{name}.jsonl", split)
+    write_json(layout.prepared_dir / "labels.json", labels)
+
+
 def run_stages(layout: Layout, *names: str, overrides: list[str] | None = None) -> dict[str, dict]:
     """Run ``names`` in order in this process, with the project's params (plus ``overrides``)."""
     params: Params = load_params(layout.params_file, overrides or [])

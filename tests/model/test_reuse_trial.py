@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from loraops.config import load_params
-from loraops.core import Layout, read_json, write_json, write_jsonl
-from loraops.data.demo import generate_demo_dataset
-from loraops.modeling import load_tokenizer
-from loraops.pipeline import run_stage
-from loraops.prepare import prepare
+from loraops.core import Layout, read_json
 from loraops.training.curves import read_curve
 from loraops.training.reuse import RECORD_FILE
-from tests.helpers.projects import new_project, run_stages
+from tests.helpers.projects import new_project, prepared_from_library, run_stages
 
 # A trial validates every step on 4 val rows and saves nothing; the train stage validates every 2 steps on the
 # whole val split, with checkpoints and (inert at 4 steps) early stopping: neither may change the weights.
@@ -26,13 +21,7 @@ def searched_project(root, tiny_base, **changes) -> Layout:
     stages have their own tests, and GX is slow)."""
     layout = new_project(root, tiny_base, search={**SEARCH, **changes.pop("search", {})},
                          train={**TRAIN, **changes.pop("train", {})})
-    params = load_params(layout.params_file)
-    run_stage("base_model", params, layout)
-    rows = generate_demo_dataset(seed=1, train_per_intent=6, test_per_intent=2)
-    splits, labels, _ = prepare(rows, load_tokenizer(layout.base_model_dir), params.prepare, seed=1)
-    for name, split in splits.items():
-        write_jsonl(layout.prepared_dir / f"{name}.jsonl", split)
-    write_json(layout.prepared_dir / "labels.json", labels)
+    prepared_from_library(layout)
     run_stages(layout, "search")
     return layout
 

@@ -5,27 +5,18 @@ import shutil
 import pytest
 
 from loraops.config import load_params
-from loraops.core import Layout, read_json, write_json, write_jsonl
-from loraops.data.demo import generate_demo_dataset
+from loraops.core import Layout, read_json
 from loraops.modeling import load_tokenizer
 from loraops.pipeline import run_stage
-from loraops.prepare import prepare
 from loraops.training import BaselineRecord, DisabledBaseline, read_baseline
-from tests.helpers.projects import new_project, run_stages
+from tests.helpers.projects import new_project, prepared_from_library, run_stages
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_base):
     layout = new_project(tmp_path_factory.mktemp("stages") / "project", tiny_base,
                          train={"eval_steps": 2, "save_steps": 2}, search={"enabled": False})
-    params = load_params(layout.params_file)
-    run_stage("base_model", params, layout)
-    # The prepared splits straight from the library (the data stages have their own tests; GX is slow).
-    rows = generate_demo_dataset(seed=1, train_per_intent=6, test_per_intent=2)
-    splits, labels, _ = prepare(rows, load_tokenizer(layout.base_model_dir), params.prepare, seed=1)
-    for name, split in splits.items():
-        write_jsonl(layout.prepared_dir / f"{name}.jsonl", split)
-    write_json(layout.prepared_dir / "labels.json", labels)
+    prepared_from_library(layout)
     run_stages(layout, "search", "train", "baseline")
     return layout
 
