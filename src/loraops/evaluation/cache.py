@@ -19,7 +19,7 @@ from loraops.core.hashing import HashMemo, sha256_file, sha256_json, tree_sha256
 from loraops.evaluation.metrics import METRIC_MODULES, metric_path
 
 # The evaluator's own code: a change to how answers are generated or scored is a change of the result.
-_EVALUATOR_MODULES = ("evaluator.py", "metrics.py", "retention.py", "cache.py", "constrained.py")
+_EVALUATOR_MODULES = ("evaluator.py", "metrics.py", "retention.py", "cache.py", "constrained.py", "prefix.py")
 
 
 def rows_sha256(rows: list[dict]) -> str:

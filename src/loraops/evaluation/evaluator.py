@@ -19,17 +19,22 @@ from loraops.core import ModelError
 from loraops.data import choose_shots, render_base_row
 from loraops.evaluation.constrained import batch_prefix_fn, row_constraints
 from loraops.evaluation.metrics import load_metric, normalise_answer, score_answers
+from loraops.evaluation.prefix import SharedPrefix
 from loraops.evaluation.retention import retention_prompts, score_retention
 from loraops.modeling import device, load_base, load_for_inference, load_tokenizer, recorded_trust
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int,
-                     max_new_tokens: int, *, labels: list[str] | list[list[str]] | None = None) -> list[str]:
+                     max_new_tokens: int, *, labels: list[str] | list[list[str]] | None = None,
+                     share_prefix: bool = True) -> list[str]:
     """Greedy answers for ``prompts`` in batches (left padding so generation continues each prompt).
 
     With ``labels`` every answer is exactly one of them (``constrained.LabelConstraint``; at least as many
     new tokens as the longest label needs): one label list for every prompt, or one list per prompt (a
     mixed batch of adapters with label sets of their own). ``None`` decodes unconstrained.
+    ``share_prefix``: the prompts' common beginning is computed once and reused by every batch
+    (:mod:`loraops.evaluation.prefix`; same tokens at the same positions); off where the rows of a batch
+    run different weights (per-row adapters), whose prefix caches would differ.
     """
     import torch
     from tqdm.auto import tqdm
@@ -37,14 +42,18 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size:
     constraints = row_constraints(tokenizer, labels, len(prompts))
     if constraints is not None:
         max_new_tokens = max(max_new_tokens, *(c.longest for c in constraints))
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     # Prompts of similar length share a batch (less padding to compute); answers go back in input order.
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    shared = SharedPrefix.of(model, encoded, device()) if share_prefix else None
     answers: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch"):
         chosen = order[start:start + batch_size]
-        batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(device())
+        if shared is None:
+            batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(device())
+        else:
+            batch = shared.generation_batch([encoded[i] for i in chosen], tokenizer.pad_token_id)
         width = batch["input_ids"].shape[1]
         constrained = {} if constraints is None else {
             "prefix_allowed_tokens_fn": batch_prefix_fn([constraints[i] for i in chosen], width)}
@@ -59,10 +68,11 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size:
 
 
 def answer_nll(model: Any, tokenizer: Any, prompts: list[str], answers: list[str],
-               batch_size: int) -> list[tuple[float, int]]:
+               batch_size: int, *, share_prefix: bool = True) -> list[tuple[float, int]]:
     """Per item (summed NLL in nats, token count) of ``answers`` given ``prompts``, by teacher forcing.
 
-    The prompt is context only: the loss covers the answer tokens, as in training.
+    The prompt is context only: the loss covers the answer tokens, as in training. ``share_prefix`` as in
+    :func:`generate_answers`: the prompts' common beginning is computed once, each batch runs the rest.
     """
     import torch
 
@@ -73,21 +83,25 @@ def answer_nll(model: Any, tokenizer: Any, prompts: list[str], answers: list[str
         if not a:
             raise ValueError(f"reference answer {answer!r} has no tokens")
         encoded.append((p + a, len(p)))
+    shared = SharedPrefix.of(model, [seq[:n] for seq, n in encoded], device()) if share_prefix else None
+    skip = len(shared) if shared is not None else 0  # tokens of every row the prefix cache stands for
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
     for start in range(0, len(order), batch_size):
         chosen = order[start:start + batch_size]
-        width = max(len(encoded[i][0]) for i in chosen)
+        width = max(len(encoded[i][0]) for i in chosen) - skip
         ids = torch.full((len(chosen), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(chosen), width), dtype=torch.long)
         targets = torch.full((len(chosen), width), -100, dtype=torch.long)
         for row, i in enumerate(chosen):  # right padding: positions of real tokens do not move
             seq, n_prompt = encoded[i]
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
-            targets[row, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
+            ids[row, :len(seq) - skip] = torch.tensor(seq[skip:])
+            mask[row, :len(seq) - skip] = 1
+            targets[row, n_prompt - skip:len(seq) - skip] = torch.tensor(seq[n_prompt:])
+        inputs = ({"input_ids": ids.to(device()), "attention_mask": mask.to(device())} if shared is None
+                  else shared.forward_inputs(ids, mask))
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device()), attention_mask=mask.to(device())).logits.float()
+            logits = model(**inputs).logits.float()
         shifted, labels = logits[:, :-1], targets[:, 1:].to(logits.device)
         loss = torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels.reshape(-1),
                                                  ignore_index=-100, reduction="none").view(labels.shape)

@@ -121,7 +121,9 @@ def answer_texts(model: Any, tokenizer: Any, specs: list[PromptSpec], texts: lis
     generator = model if adapter_names is None else _RowAdapters(model, tokenizer, prompts, adapter_names)
     answers = generate_answers(generator, tokenizer, prompts, batch_size,
                                max_new_tokens=max(spec.answer_tokens(tokenizer) for spec in set(specs)),
-                               labels=[list(spec.labels) for spec in specs] if all(s.labels for s in specs) else None)
+                               labels=[list(spec.labels) for spec in specs] if all(s.labels for s in specs) else None,
+                               # per-row adapters: the rows' prompt beginnings have different key/value caches
+                               share_prefix=adapter_names is None)
     return [label_for_answer(answer, spec.labels) for answer, spec in zip(answers, specs)]
 
 
