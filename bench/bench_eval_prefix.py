@@ -26,6 +26,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True, help="a project whose prepare stage has run")
     parser.add_argument("--base", type=Path, default=None, help="default: the project's models/base")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="time this adapter on the prepared prompts instead of the base at its best")
     parser.add_argument("--items", type=int, default=None, help="first N test rows (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "eval_base_prefix_cache.json")
     args = parser.parse_args()
@@ -43,9 +45,12 @@ def main() -> None:
     prepared = args.project / "data" / "prepared"
     rows = read_jsonl(prepared / "test.jsonl")[:args.items]
     labels = read_json(prepared / "labels.json")
-    model, tokenizer = load_model(base)
-    prompts, prompting = base_prompts(rows, labels, tokenizer, params.eval, params.prepare,
-                                      read_jsonl(prepared / "train.jsonl"))
+    model, tokenizer = load_model(base, args.adapter)
+    if args.adapter is None:
+        prompts, prompting = base_prompts(rows, labels, tokenizer, params.eval, params.prepare,
+                                          read_jsonl(prepared / "train.jsonl"))
+    else:  # as run_model asks an adapter: the prepared prompts
+        prompts, prompting = [r["prompt"] for r in rows], {"shots": 0}
     batch_size = params.eval.batch_size
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)
     max_new_tokens = params.eval.max_new_tokens or longest + 2
@@ -87,10 +92,11 @@ def main() -> None:
     total_before = sum(r["seconds_before"] for r in results.values())
     total_after = sum(r["seconds_after"] for r in results.values())
     report = {
-        "benchmark": f"base model {prompting['shots']}-shot evaluation passes on {len(rows)} demo test rows, "
-                     "without and with the shared prefix cache",
+        "benchmark": (f"base model {prompting['shots']}-shot" if args.adapter is None else "adapter")
+                     + f" evaluation passes on {len(rows)} demo test rows, without and with the shared prefix cache",
         "reproduce": f"flock /work/heavy.lock nice -n 19 python -m bench.bench_eval_prefix --project {args.project}"
-                     + (f" --base {args.base}" if args.base else "") + (f" --items {args.items}" if args.items else ""),
+                     + (f" --base {args.base}" if args.base else "")
+                     + (f" --adapter {args.adapter}" if args.adapter else "") + (f" --items {args.items}" if args.items else ""),
         "items": len(rows), "batch_size": batch_size, "max_new_tokens": max_new_tokens,
         "prompt_tokens_mean": round(sum(map(len, encoded)) / len(encoded), 1), "shared_prefix_tokens": shared,
         "suffix_tokens_mean": round(sum(len(ids) - shared for ids in encoded) / len(encoded), 1),
