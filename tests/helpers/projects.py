@@ -26,11 +26,9 @@ TINY_PARAMS = {
     "prepare": {"max_length": 384},
     "train": {"max_steps": 4, "batch_size": 4, "logging_steps": 1, "warmup_steps": 0,
               "lora": {"r": 4, "alpha": 8}, "rehearsal": {"share": 0.0}},
-    # A real (tiny) search in every whole-DAG test: 2 trials x 4 steps, pruning checked each step. As many
-    # steps as train, so the train stage reuses the chosen trial and every whole-DAG test registers a reused
-    # adapter. A random tiny model never beats its base beyond noise (no floor) and has no rehearsal answers
-    # (share 0 only).
-    "search": {"enabled": True, "n_trials": 2, "max_steps": 4, "eval_steps": 1, "ranks": [2, 4],
+    # A real (tiny) search in every whole-DAG test: 2 trials x 2 steps, pruning checked each step. A random
+    # tiny model never beats its base beyond noise (no floor) and has no rehearsal answers (share 0 only).
+    "search": {"enabled": True, "n_trials": 2, "max_steps": 2, "eval_steps": 1, "ranks": [2, 4],
                "target_modules": ["attention"], "val_items": 8, "heartbeat_seconds": 5, "beat_base": False,
                "rehearsal_shares": [0.0]},
     "eval": {"batch_size": 32},
