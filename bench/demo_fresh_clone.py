@@ -18,8 +18,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 import yaml
 
@@ -29,17 +32,54 @@ REPO = Path(__file__).resolve().parents[1]
 STARTING = re.compile(r"starting stage (\w+)")
 
 
-def timed_lines(cmd: list[str], cwd: Path, env: dict, log) -> tuple[int, list[tuple[float, str]]]:
+class TreeMemory:
+    """Samples the resident memory of a process and all its descendants every half second: the largest
+    single process and the largest sum seen (the run's stages, the Prefect server and spawned workers)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root, self.peak_process_mb, self.peak_tree_mb = pid, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                root = psutil.Process(self.root)
+                rss = []
+                for proc in [root, *root.children(recursive=True)]:
+                    try:
+                        rss.append(proc.memory_info().rss / 2**20)
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                continue
+            if rss:
+                self.peak_process_mb = max(self.peak_process_mb, max(rss))
+                self.peak_tree_mb = max(self.peak_tree_mb, sum(rss))
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_process_rss_mb": round(self.peak_process_mb, 1), "peak_tree_rss_mb": round(self.peak_tree_mb, 1)}
+
+
+def timed_lines(cmd: list[str], cwd: Path, env: dict, log,
+                memory: dict | None = None) -> tuple[int, list[tuple[float, str]]]:
     started = time.monotonic()
     lines: list[tuple[float, str]] = []
     process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1)
+    sampler = TreeMemory(process.pid) if memory is not None else None
     for line in process.stdout:
         stamp = time.monotonic() - started
         lines.append((stamp, line.rstrip("\n")))
         log.write(f"{stamp:8.1f} {line}")
         log.flush()
-    return process.wait(), lines
+    code = process.wait()
+    if sampler is not None:
+        memory.update(sampler.stop())
+    return code, lines
 
 
 def stage_seconds(lines: list[tuple[float, str]], end: float) -> dict[str, float]:
@@ -66,7 +106,8 @@ def main() -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("w") as log:
-        code, lines = timed_lines(["make", "demo"], dest, env, log)
+        memory: dict = {}
+        code, lines = timed_lines(["make", "demo"], dest, env, log, memory)
         wall = time.monotonic() - started
         first_flow_line = next((stamp for stamp, line in lines if " | INFO " in line or " | WARNING " in line), None)
         predict_code, predicted = timed_lines([str(dest / ".venv" / "bin" / "loraops"), "predict", "where is my parcel"],
@@ -87,10 +128,13 @@ def main() -> None:
         "gates": registered.get("gates"),
         "summary": json.loads(summary.read_text()) if summary.is_file() else None,
         "predict_exit_code": predict_code, "predict_output": [line for _, line in predicted][-3:],
+        # Sampled every 0.5 s over `make demo` (setup included): goal, the largest process at most 3 GB.
+        **memory, "peak_rss_goal_mb": 3072,
         "load_average_1m_at_end": os.getloadavg()[0],
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("exit_code", "wall_seconds", "decision", "champion_version")}))
+    print(json.dumps({k: result.get(k) for k in ("exit_code", "wall_seconds", "decision", "champion_version",
+                                                "peak_process_rss_mb", "peak_tree_rss_mb")}))
     if not args.keep:
         shutil.rmtree(dest.parent, ignore_errors=True)
     sys.exit(0 if code == 0 else 1)
