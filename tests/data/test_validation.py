@@ -235,6 +235,20 @@ def test_normalisation_folds_case_whitespace_and_punctuation():
     assert normalise_text("ｆｕｌｌ　width") == "full width"
 
 
+def test_normalisation_of_ascii_texts_equals_the_unicode_definition():
+    # ASCII texts take a translate() path; it must give what NFKC + casefold + the punctuation regex give.
+    import random
+    import unicodedata
+
+    def reference(text: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]|_", "", unicodedata.normalize("NFKC", text).casefold()).split())
+
+    rng = random.Random(0)
+    texts = [chr(c) for c in range(128)] + ["".join(chr(rng.randrange(128)) for _ in range(rng.randrange(1, 40)))
+                                            for _ in range(3000)]
+    assert [normalise_text(t) for t in texts] == [reference(t) for t in texts]
+
+
 def test_params_yaml_validate_group_matches_the_defaults():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert list(raw).index("validate") == list(raw).index("data") + 1
@@ -304,3 +318,16 @@ def test_texts_that_normalise_to_nothing_are_not_duplicates_of_each_other(tmp_pa
     assert not [f for f in report.failures if "duplicates" in f.check], report.summary()
     records[9]["text"] = "\U0001F600"  # the same emoji twice in train is still an exact duplicate
     assert [f for f in _validate(tmp_path, records, "exact").failures if "duplicates within a split (exact)" in f.check]
+
+
+def test_token_counter_counts_as_the_tokenizer_does_across_chunks(tiny_base, monkeypatch):
+    # The counter asks the fast tokenizer's backend for lengths, chunk by chunk: the counts must be what the
+    # tokenizer itself gives (no special tokens), in order, whatever the chunking.
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    assert tokenizer.is_fast  # else this test would only check the fallback path
+    texts = [r["text"] for r in good_records()] + ["", " ", "héllo wörld ｆｕｌｌ", "a\nb\tc", "x" * 3000, "😀😀"]
+    expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    monkeypatch.setattr(loading, "TOKEN_COUNT_CHUNK", 7)
+    assert token_counter(tokenizer)(texts) == expected

@@ -72,8 +72,9 @@ def run_batches(batches: list[Batch], work_dir: Path,
             gx.ValidationDefinition(name=batch.name, data=definition, suite=suite))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
             name=batch.name, validation_definitions=[validation], actions=[],
-            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": [batch.index_column],
-                           "partial_unexpected_count": PARTIAL_UNEXPECTED}))
+            # No unexpected_index_column_names: with them GX looks up every offending row's index column one
+            # cell at a time (minutes for a million offending rows); the reader maps the first positions itself.
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}))
         outcome = checkpoint.run(batch_parameters={"dataframe": batch.frame}, run_id=run_id)
         results[batch.name] = next(iter(outcome.run_results.values()))
     context.build_data_docs()

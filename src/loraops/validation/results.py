@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from great_expectations.core.expectation_validation_result import ExpectationValidationResult
 from great_expectations.expectations.metadata_types import FailureSeverity
 
@@ -44,8 +46,19 @@ class _Reader:
         self.info: dict = result.result or {}
         self.kwargs: dict = dict(self.config.kwargs)
         self.count = int(self.info.get("unexpected_count") or 0)
-        self.rows = [int(item["row"]) for item in self.info.get("partial_unexpected_index_list") or []
-                     if isinstance(item, dict) and "row" in item]
+        # Positions (the tables' default index) of the first offending rows; GX gives at most
+        # PARTIAL_UNEXPECTED of them (see gx_run), the count is always complete.
+        self.positions = [int(i) for i in self.info.get("partial_unexpected_index_list") or []
+                          if isinstance(i, (int, np.integer))]
+
+    def index_values(self, table: pd.DataFrame, column: str) -> list[int]:
+        """The offending rows' ``column`` (the table's index column, such as ``row`` or ``first_row``)."""
+        return [int(table[column].iat[i]) for i in self.positions if 0 <= i < len(table)]
+
+    @property
+    def rows(self) -> list[int]:
+        """The 1-based dataset rows of the first offending rows (a result on the rows table)."""
+        return self.index_values(self.frames.rows, "row")
 
     @property
     def name(self) -> str:
@@ -154,7 +167,7 @@ def _rows_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str, 
 
 def _labels_message(check: str, r: _Reader, params: ValidateParams) -> tuple[str, str, int, list]:
     labels = r.frames.labels.set_index("first_row")
-    firsts = [int(item["first_row"]) for item in r.info.get("partial_unexpected_index_list") or []]
+    firsts = r.index_values(r.frames.labels, "first_row")
     bad = labels.loc[[f for f in firsts if f in labels.index]]
     rows = int(bad["train_count"].sum())
     listing = ", ".join(f"{label!r} ({count})" for label, count in zip(bad["label"], bad["train_count"]))

@@ -34,7 +34,6 @@ TOLERANT_CHECKS = ("dup_exact", "dup_normalised", "leak_exact", "leak_normalised
 class Batch:
     name: str  # the data asset, suite, validation definition and checkpoint are all called this
     frame: pd.DataFrame
-    index_column: str  # names the offending rows in results
     expectations: list[gxe.Expectation]
 
 
@@ -172,12 +171,12 @@ def splits_expectations(params: ValidateParams) -> list[gxe.Expectation]:
 
 def build_batches(params: ValidateParams, frames: Frames, previous: dict | None,
                   special_tokens: tuple[str, ...] = ()) -> list[Batch]:
-    batches = [Batch("loraops_rows", frames.rows, "row", rows_expectations(params, frames, previous, special_tokens)),
-               Batch("loraops_labels", frames.labels, "first_row", labels_expectations(params))]
+    batches = [Batch("loraops_rows", frames.rows, rows_expectations(params, frames, previous, special_tokens)),
+               Batch("loraops_labels", frames.labels, labels_expectations(params))]
     if len(frames.splits):
-        batches.append(Batch("loraops_splits", frames.splits, "first_row", splits_expectations(params)))
+        batches.append(Batch("loraops_splits", frames.splits, splits_expectations(params)))
     if frames.shift is not None:
-        batches.append(Batch("loraops_shift", frames.shift, "label", shift_expectations(params)))
+        batches.append(Batch("loraops_shift", frames.shift, shift_expectations(params)))
     for batch in batches:
         for order, expectation in enumerate(batch.expectations):
             expectation.meta["order"] = order  # GX may return results in another order; reports keep this one
