@@ -120,7 +120,7 @@ class LocalStack:
         pg = postgres_bin()
         if pg is not None:
             self.postgres = Postgres(pg)
-            self.postgres.start(["mlflow", "prefect"])
+            self.postgres.start(["mlflow", "prefect", "optuna"])
             prefect_db, mlflow_db = self.postgres.url("prefect", "asyncpg"), self.postgres.url("mlflow", "psycopg2")
             self.database = f"PostgreSQL ({pg.parent.name})"
         else:
@@ -142,13 +142,17 @@ class LocalStack:
         wait_http(f"{self.tracking_uri}/health", mlflow, mlflow_log)
         return self
 
-    def start_worker(self, pythonpath: str = "") -> None:
+    def start_worker(self, pythonpath: str = "", name: str = "prefect-worker", limit: int | None = None,
+                     **env: str) -> Path:
+        """A process worker on the pool (``name`` also names its log, returned); ``limit``: at most that many
+        flow runs at once; ``env``: what its flow runs' environment adds."""
         env = self.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
-                       LORAOPS_RETRY_BACKOFF_SECONDS="1")
+                       LORAOPS_RETRY_BACKOFF_SECONDS="1", **env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
-        self._spawn("prefect-worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-                    env)
+        cmd = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
+        _, log = self._spawn(name, cmd + (["--limit", str(limit)] if limit else []), env)
+        return log
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(self.work.glob("*.log")))
