@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from loraops.config import load_params
-from loraops.core import Layout, read_json
+from loraops.core import ConfigError, read_json
 from loraops.search import study_name
 from tests.helpers.projects import REPO, loraops_cmd, new_project, run_stages
 from tests.helpers.team_stack import LocalStack, postgres_bin
@@ -137,3 +137,26 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, t
         stack.logs()
     every_log = "\n".join(path.read_text() for path in stack.work.glob("*.log"))
     assert PASSWORD not in output and PASSWORD not in every_log
+
+
+def test_a_missing_deployment_or_study_is_one_line_without_the_password(tmp_path, tiny_base, stack, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.pipeline import check_search_fan_out
+    from loraops.search import run_shared_worker
+
+    layout = new_project(tmp_path / "project", tiny_base, search=SEARCH)
+    storage = stack.postgres.url("optuna", "psycopg2").replace("loraops@", f"loraops:{PASSWORD}@")
+    monkeypatch.setenv("LORAOPS_OPTUNA_STORAGE", storage)
+    params = load_params(layout.params_file)
+    # The pipeline checks before its first stage that the server has the deployment.
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        with pytest.raises(ConfigError, match=rf"search.workers_deployment '{DEPLOYMENT}': no such deployment on "
+                                              rf"{re.escape(stack.api_url)}; create it with `loraops deploy --name "
+                                              "search-worker`"):
+            check_search_fan_out(params, layout)
+    # A worker whose storage holds no such study (the pipeline never prepared it there) runs nothing.
+    with pytest.raises(ConfigError, match=r"search worker 0: postgresql\+psycopg2://loraops:\*\*\*@.* holds no "
+                                          r"study loraops-search-") as info:
+        run_shared_worker(params, layout, 0)
+    assert PASSWORD not in str(info.value)
