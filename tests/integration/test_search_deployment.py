@@ -131,6 +131,9 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, t
         assert sorted(r.parameters["worker"] for r in runs) == [0, 1]
         assert {r.parameters["study"] for r in runs} == {study.study_name}
         assert PASSWORD not in json.dumps([r.parameters for r in runs])
+        for r in sorted(runs, key=lambda r: r.name):
+            print(f"{r.name}: started {(r.start_time - r.created).total_seconds():.1f} s after it was created, "
+                  f"ran {r.total_run_time.total_seconds():.1f} s")
     # Each pool worker ran one of the two flow runs.
     submitted = [set(re.findall(r"submitting flow run '([0-9a-f-]+)'", log.read_text())) for log in logs]
     assert sorted(map(len, submitted)) == [1, 1] and submitted[0] | submitted[1] == {str(r.id) for r in runs}, \
