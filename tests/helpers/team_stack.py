@@ -143,16 +143,25 @@ class LocalStack:
         return self
 
     def start_worker(self, pythonpath: str = "", name: str = "prefect-worker", limit: int | None = None,
-                     **env: str) -> Path:
-        """A process worker on the pool (``name`` also names its log, returned); ``limit``: at most that many
-        flow runs at once; ``env``: what its flow runs' environment adds."""
+                     **env: str) -> tuple[subprocess.Popen, Path]:
+        """A process worker on the pool and its log (``name`` names both); ``limit``: at most that many flow
+        runs at once; ``env``: what its flow runs' environment adds."""
         env = self.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
                        LORAOPS_RETRY_BACKOFF_SECONDS="1", **env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
         cmd = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
-        _, log = self._spawn(name, cmd + (["--limit", str(limit)] if limit else []), env)
-        return log
+        return self._spawn(name, cmd + (["--limit", str(limit)] if limit else []), env)
+
+    def end(self, proc: subprocess.Popen) -> None:
+        """End one of the stack's processes (a worker a test is done with) and its process group."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(self.work.glob("*.log")))

@@ -18,10 +18,11 @@ import time
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from loraops.config import load_params
-from loraops.core import ConfigError, read_json
+from loraops.core import ConfigError, Layout, read_json
 from loraops.search import study_name
 from tests.helpers.projects import REPO, loraops_cmd, new_project, run_stages
 from tests.helpers.team_stack import LocalStack, postgres_bin
@@ -60,43 +61,72 @@ print("CHOICE", json.dumps({"seconds": time.monotonic() - started, **choice}))
 """
 
 
-@pytest.fixture
-def stack(tmp_path):
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
     if postgres_bin() is None:
         pytest.skip("needs PostgreSQL's server binaries (apt-get install postgresql; .ci/run installs them)")
-    stack = LocalStack(tmp_path / "stack", tmp_path / "dvc-remote")
+    work = tmp_path_factory.mktemp("stack")
+    stack = LocalStack(work / "stack", work / "dvc-remote")
     try:
         yield stack.start()
     finally:
         stack.stop()
 
 
-def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, tiny_base, stack):
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_base):
+    """A project whose stages before the search ran, with the repository's prefect.yaml and flows/."""
+    layout = new_project(tmp_path_factory.mktemp("search-deployment") / "prepared", tiny_base, search=SEARCH)
+    shutil.copy(REPO / "prefect.yaml", layout.root / "prefect.yaml")
+    shutil.copytree(REPO / "flows", layout.root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    run_stages(layout, "base_model", "ingest", "validate", "prepare")
+    return layout.root
+
+
+def project(prepared, tmp_path, seed: int) -> Layout:
+    """A copy of the prepared project whose study is its own (the search seed is in the study's name): the
+    tests share one storage."""
+    root = tmp_path / "project"
+    shutil.copytree(prepared, root, ignore=shutil.ignore_patterns(".loraops"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["search"]["seed"] = seed
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return Layout(root)
+
+
+def deploy(root, env) -> str:
+    deployed = subprocess.run(loraops_cmd() + ["deploy", "--name", "search-worker", "-p", str(root / "params.yaml")],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return deployed.stdout
+
+
+def search_stage_run(root, env) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-c", SEARCH_ONLY, str(root)], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, prepared, stack):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    layout = new_project(tmp_path / "project", tiny_base, search=SEARCH)
+    layout = project(prepared, tmp_path, seed=1)
     root = layout.root
-    shutil.copy(REPO / "prefect.yaml", root / "prefect.yaml")
-    shutil.copytree(REPO / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
-    run_stages(layout, "base_model", "ingest", "validate", "prepare")
     storage = stack.postgres.url("optuna", "psycopg2").replace("loraops@", f"loraops:{PASSWORD}@")
     env = stack.env(LORAOPS_OPTUNA_STORAGE=storage, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-
-    deployed = subprocess.run(loraops_cmd() + ["deploy", "--name", "search-worker", "-p", str(root / "params.yaml")],
-                              cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert f"search.workers_deployment={DEPLOYMENT}" in deployed.stdout
+    assert f"search.workers_deployment={DEPLOYMENT}" in deploy(root, env)
     # One flow run at a time per worker, as one trainer per machine: the two runs go to the two workers.
-    logs = [stack.start_worker(os.environ.get("PYTHONPATH", ""), name=f"search-pool-worker-{i}", limit=1,
-                               LORAOPS_OPTUNA_STORAGE=storage) for i in (0, 1)]
-
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", SEARCH_ONLY, str(root)], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{output[-4000:]}\n{stack.logs()}"
+    workers = [stack.start_worker(os.environ.get("PYTHONPATH", ""), name=f"search-pool-worker-{i}", limit=1,
+                                  LORAOPS_OPTUNA_STORAGE=storage) for i in (0, 1)]
+    try:
+        started = time.monotonic()
+        returncode, output = search_stage_run(root, env)
+    finally:
+        for proc, _ in workers:
+            stack.end(proc)
+    assert returncode == 0, f"{output[-4000:]}\n{stack.logs()}"
     choice = json.loads(output.split("CHOICE ", 1)[1].splitlines()[0])
     print(f"team stack database: {stack.database}; search stage {choice['seconds']:.1f} s in its flow, "
           f"{time.monotonic() - started:.1f} s with the interpreter's start")
@@ -124,7 +154,8 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, t
     with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
         assert deployment.work_pool_name == "loraops-process"
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+        runs = [r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+                    id=DeploymentFilterId(any_=[deployment.id]))) if r.parameters.get("study") == study.study_name]
         assert sorted(r.name for r in runs) == ["search-worker-0", "search-worker-1"]
         assert all(r.state.is_completed() for r in runs), [(r.name, r.state) for r in runs]
         assert all(r.parent_task_run_id is not None for r in runs)  # subflows of the stage's flow run
@@ -135,31 +166,51 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, t
             print(f"{r.name}: started {(r.start_time - r.created).total_seconds():.1f} s after it was created, "
                   f"ran {r.total_run_time.total_seconds():.1f} s")
     # Each pool worker ran one of the two flow runs.
-    submitted = [set(re.findall(r"submitting flow run '([0-9a-f-]+)'", log.read_text())) for log in logs]
+    submitted = [set(re.findall(r"submitting flow run '([0-9a-f-]+)'", log.read_text())) for _, log in workers]
     assert sorted(map(len, submitted)) == [1, 1] and submitted[0] | submitted[1] == {str(r.id) for r in runs}, \
         stack.logs()
     every_log = "\n".join(path.read_text() for path in stack.work.glob("*.log"))
     assert PASSWORD not in output and PASSWORD not in every_log
 
 
-def test_a_missing_deployment_or_study_is_one_line_without_the_password(tmp_path, tiny_base, stack, monkeypatch):
+def test_a_missing_deployment_study_or_storage_is_one_line_without_the_password(tmp_path, prepared, stack,
+                                                                                 monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import check_search_fan_out
     from loraops.search import run_shared_worker
 
-    layout = new_project(tmp_path / "project", tiny_base, search=SEARCH)
+    layout = project(prepared, tmp_path, seed=2)
+    root = layout.root
     storage = stack.postgres.url("optuna", "psycopg2").replace("loraops@", f"loraops:{PASSWORD}@")
     monkeypatch.setenv("LORAOPS_OPTUNA_STORAGE", storage)
-    params = load_params(layout.params_file)
     # The pipeline checks before its first stage that the server has the deployment.
+    missing = "loraops-search-worker/never-deployed"
+    params = load_params(layout.params_file, [f"search.workers_deployment={missing}"])
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
-        with pytest.raises(ConfigError, match=rf"search.workers_deployment '{DEPLOYMENT}': no such deployment on "
+        with pytest.raises(ConfigError, match=rf"search.workers_deployment '{missing}': no such deployment on "
                                               rf"{re.escape(stack.api_url)}; create it with `loraops deploy --name "
                                               "search-worker`"):
             check_search_fan_out(params, layout)
     # A worker whose storage holds no such study (the pipeline never prepared it there) runs nothing.
     with pytest.raises(ConfigError, match=r"search worker 0: postgresql\+psycopg2://loraops:\*\*\*@.* holds no "
                                           r"study loraops-search-") as info:
-        run_shared_worker(params, layout, 0)
+        run_shared_worker(load_params(layout.params_file, ["search.seed=12345"]), layout, 0)
     assert PASSWORD not in str(info.value)
+
+    # A pool whose one worker's environment names no storage: both flow runs fail, and so does the stage, in
+    # one line naming each run and why.
+    env = stack.env(LORAOPS_OPTUNA_STORAGE=storage, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+    deploy(root, env)
+    proc, _ = stack.start_worker(os.environ.get("PYTHONPATH", ""), name="pool-worker-without-storage",
+                                 LORAOPS_OPTUNA_STORAGE="")
+    try:
+        returncode, output = search_stage_run(root, env)
+    finally:
+        stack.end(proc)
+    assert returncode != 0 and "CHOICE" not in output, output[-4000:]
+    line = next((l for l in output.splitlines() if "worker flow run(s) of" in l and "search-worker-0" in l), "")
+    assert re.search(rf"search: 2 of 2 worker flow run\(s\) of {DEPLOYMENT} did not complete: "
+                     r"search-worker-\d FAILED: .*search worker \d: no shared study storage here", line), output[-4000:]
+    assert "search-worker-0 FAILED" in line and "search-worker-1 FAILED" in line
+    assert PASSWORD not in output and not layout.search_choice.exists()
