@@ -57,5 +57,6 @@ def test_a_pool_worker_refuses_a_local_study_and_a_study_that_is_not_the_pipelin
     with pytest.raises(ConfigError) as info:
         run_shared_worker(params, layout, 1, "loraops-search-0123456789abcdef")
     message = str(info.value)
-    assert "name study loraops-search-" in message and "the pipeline prepared loraops-search-0123456789abcdef" in message
+    assert "name study loraops-search-" in message
+    assert "the pipeline prepared loraops-search-0123456789abcdef" in message
     assert SECRET not in message

@@ -1,7 +1,8 @@
 """A team stack made of real local processes on 127.0.0.1 (no Docker): PostgreSQL from the machine's
 packages (else SQLite, with the reason), a Prefect server, an MLflow server and a Prefect process worker.
 
-Used by tests/integration/test_team_stack.py and bench/bench_skip.py. Every process gets a free port, its
+Used by tests/integration/test_team_stack.py, tests/integration/test_search_deployment.py (the Optuna study in
+the cluster's ``optuna`` database) and bench/bench_skip.py. Every process gets a free port, its
 own process group and its own folders; ``stop()`` ends exactly those processes.
 """
 

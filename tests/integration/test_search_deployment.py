@@ -75,10 +75,11 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_base):
-    """A project whose stages before the search ran, with the repository's prefect.yaml and flows/."""
+    """A project whose stages before the search ran, with the repository's prefect.yaml, flows/ and infra/k8s/."""
     layout = new_project(tmp_path_factory.mktemp("search-deployment") / "prepared", tiny_base, search=SEARCH)
     shutil.copy(REPO / "prefect.yaml", layout.root / "prefect.yaml")
     shutil.copytree(REPO / "flows", layout.root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "infra" / "k8s", layout.root / "infra" / "k8s")  # the GPU pool's job template
     run_stages(layout, "base_model", "ingest", "validate", "prepare")
     return layout.root
 
@@ -101,6 +102,23 @@ def deploy(root, env) -> str:
     return deployed.stdout
 
 
+def wait_online(stack, names: set[str], seconds: float = 180) -> None:
+    """Until the pool's workers ``names`` have sent their first heartbeat (a flow run created before would go
+    to whichever worker polls first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + seconds
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        while True:
+            online = {w.name for w in client.read_workers_for_work_pool("loraops-process")
+                      if w.status.value == "ONLINE"}
+            if names <= online:
+                return
+            assert time.monotonic() < deadline, f"workers {names - online} not online:\n{stack.logs()}"
+            time.sleep(1)
+
+
 def search_stage_run(root, env) -> tuple[int, str]:
     result = subprocess.run([sys.executable, "-c", SEARCH_ONLY, str(root)], cwd=root, env=env, capture_output=True,
                             text=True, timeout=600)
@@ -121,6 +139,7 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, p
     workers = [stack.start_worker(os.environ.get("PYTHONPATH", ""), name=f"search-pool-worker-{i}", limit=1,
                                   LORAOPS_OPTUNA_STORAGE=storage) for i in (0, 1)]
     try:
+        wait_online(stack, {"search-pool-worker-0", "search-pool-worker-1"})
         started = time.monotonic()
         returncode, output = search_stage_run(root, env)
     finally:
@@ -175,6 +194,7 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, p
 
 def test_a_missing_deployment_study_or_storage_is_one_line_without_the_password(tmp_path, prepared, stack,
                                                                                  monkeypatch):
+    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import check_search_fan_out
@@ -214,3 +234,15 @@ def test_a_missing_deployment_study_or_storage_is_one_line_without_the_password(
                      r"search-worker-\d FAILED: .*search worker \d: no shared study storage here", line), output[-4000:]
     assert "search-worker-0 FAILED" in line and "search-worker-1 FAILED" in line
     assert PASSWORD not in output and not layout.search_choice.exists()
+
+    # The Kubernetes variant: the server takes it on the GPU pool, its jobs in the image's /opt/loraops.
+    gpu = subprocess.run(loraops_cmd() + ["deploy", "--name", "search-worker-gpu", "-p", str(root / "params.yaml")],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert gpu.returncode == 0, gpu.stdout + gpu.stderr
+    assert "search.workers_deployment=loraops-search-worker/search-worker-gpu" in gpu.stdout
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("loraops-search-worker/search-worker-gpu")
+        assert deployment.work_pool_name == "loraops-k8s-gpu"
+        assert client.read_work_pool("loraops-k8s-gpu").type == "kubernetes"
+        (step,) = deployment.pull_steps
+        assert step["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/loraops"
