@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -11,9 +12,13 @@ from prefect.cache_policies import NONE
 
 from loraops import search
 from loraops.config import Params, load_params
-from loraops.core import Layout
+from loraops.core import ConfigError, Layout, LoraopsError
 from loraops.core.process import project_lock
+from loraops.core.tracking import redact_url
 from loraops.pipeline import PIPELINE, dvc, open_pipeline_run, preflight, run_stage
+
+# How often the search stage asks the server about its worker flow runs.
+WORKER_POLL_SECONDS = 2
 
 
 @task(cache_policy=NONE)
@@ -34,22 +39,81 @@ def search_call_task(call: str, params: Params, root: str) -> dict:
 
 
 def search_stage(params: Params, layout: Layout) -> dict:
-    """The search stage as n_jobs parallel Prefect tasks over one study; disabled, the plain stage task."""
+    """The search stage as n_jobs parallel workers over one study: Prefect tasks here, or flow runs of
+    ``search.workers_deployment`` on its work pool; disabled, the plain stage task."""
     if not params.search.enabled:
         return stage_task.with_options(name="search", task_run_name="search")("search", params, str(layout.root))
     root = str(layout.root)
-    get_run_logger().info("starting stage %s (%d worker tasks)", "search", params.search.n_jobs)
-    search_call_task.with_options(task_run_name="search-prepare")("prepare", params, root)
-    workers = [search_worker_task.with_options(task_run_name=f"search-worker-{i}").submit(params, root, i)
-               for i in range(params.search.n_jobs)]
-    for worker in workers:
-        worker.result()
+    deployment = params.search.workers_deployment
+    get_run_logger().info("starting stage %s (%d %s)", "search", params.search.n_jobs,
+                          f"flow runs of {deployment}" if deployment else "worker tasks")
+    prepared = search_call_task.with_options(task_run_name="search-prepare")("prepare", params, root)
+    if deployment:
+        run_worker_deployments(params, root, prepared["study_name"])
+    else:
+        workers = [search_worker_task.with_options(task_run_name=f"search-worker-{i}").submit(params, root, i)
+                   for i in range(params.search.n_jobs)]
+        for worker in workers:
+            worker.result()
     choice = search_call_task.with_options(task_run_name="search-select")("finish", params, root)
     create_table_artifact(key="search-trials", table=search.read_table(layout),
                           description=f"search trials; chosen: trial {choice['trial']} (r={choice['lora']['r']})")
     create_markdown_artifact(key="search-choice", description="search result",
                              markdown=(layout.search_dir / "trials.md").read_text())
     return choice
+
+
+def check_search_fan_out(params: Params, layout: Layout) -> None:
+    """Before any stage runs: a search that fans out needs a storage other machines reach and a deployment of
+    the worker flow on the server (else every stage before it would run first, then the search would fail)."""
+    name = params.search.workers_deployment
+    if not params.search.enabled or not name:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    storage = search.require_shared_storage(params, layout)
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            server = PREFECT_API_URL.value() or "the ephemeral server (PREFECT_API_URL is unset)"
+            raise ConfigError(f"search.workers_deployment {name!r}: no such deployment on {server}; create it with "
+                              "`loraops deploy --name search-worker` and start a worker on its pool") from None
+    get_run_logger().info("search: %d flow runs of %s on work pool %s, sharing the study in %s",
+                          params.search.n_jobs, name, deployment.work_pool_name, storage)
+
+
+def run_worker_deployments(params: Params, root: str, study: str) -> None:
+    """n_jobs flow runs of ``search.workers_deployment``, started at once as subflows of this flow run (the UI
+    links them), awaited all; one line names every run that did not complete. They get the params as this
+    run has them and the study's name, never its storage URL: each worker's environment names that."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    name, count = params.search.workers_deployment, params.search.n_jobs
+    values = params.model_dump(mode="json")
+    runs = [run_deployment(name, parameters={"root": root, "worker": i, "study": study, "params": values},
+                           flow_run_name=f"search-worker-{i}", timeout=0)  # started now, awaited below
+            for i in range(count)]
+    get_run_logger().info("search: waiting for flow runs %s of %s",
+                          ", ".join(r.name for r in runs), name)
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = [client.read_flow_run(r.id) for r in runs]
+            if all(r.state is not None and r.state.is_final() for r in runs):
+                break
+            time.sleep(WORKER_POLL_SECONDS)
+    failed = [r for r in runs if not r.state.is_completed()]
+    if failed:
+        raise LoraopsError(f"search: {len(failed)} of {count} worker flow run(s) of {name} did not complete: "
+                           + "; ".join(f"{r.name} {r.state.type.value}: {first_line(r.state.message)}" for r in failed))
+
+
+def first_line(message: str | None) -> str:
+    lines = redact_url(message or "").strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 @task(cache_policy=NONE)
@@ -106,6 +170,7 @@ def pipeline(root: str = ".", overrides: list[str] | None = None, params_file: s
 
 def _run_pipeline(layout: Layout, params: Params, source: Path, overrides: list[str]) -> dict:
     preflight(params, layout)
+    check_search_fan_out(params, layout)
     run_id = open_run(params, str(layout.root))
     get_run_logger().info("MLflow run %s (the whole pipeline; see `loraops ui`)", run_id)
     results = {}

@@ -24,7 +24,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows.pipeline import link_data_docs, open_run, show_comparison, stage_task
+from flows.pipeline import check_search_fan_out, link_data_docs, open_run, search_stage, show_comparison, stage_task
 from loraops.config import Params, load_params
 from loraops.core import ConfigError, Layout, LoraopsError
 from loraops.core.process import project_lock
@@ -111,6 +111,7 @@ def _retrain(layout: Layout, force: bool) -> dict:
     if not changed and not force:
         return skipped(previous, fingerprint)
     logger.info("retraining: changed %s", ", ".join(changed) or "nothing (forced)")
+    check_search_fan_out(params, layout)
     root_s = str(layout.root)
     snapshot = dvc.Snapshot.take(layout.root)
     registered = None
@@ -121,6 +122,9 @@ def _retrain(layout: Layout, force: bool) -> dict:
             if name == REGISTER_STAGE:
                 continue
             try:
+                if name == "search":  # its workers as the pipeline runs them (tasks, or a deployment's flow runs)
+                    results[name] = search_stage(params, layout)
+                    continue
                 results[name] = stage_task.with_options(name=name, task_run_name=name)(name, params, root_s)
             finally:
                 if name == "validate":

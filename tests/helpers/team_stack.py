@@ -1,7 +1,8 @@
 """A team stack made of real local processes on 127.0.0.1 (no Docker): PostgreSQL from the machine's
 packages (else SQLite, with the reason), a Prefect server, an MLflow server and a Prefect process worker.
 
-Used by tests/integration/test_team_stack.py and bench/bench_skip.py. Every process gets a free port, its
+Used by tests/integration/test_team_stack.py, tests/integration/test_search_deployment.py (the Optuna study in
+the cluster's ``optuna`` database) and bench/bench_skip.py. Every process gets a free port, its
 own process group and its own folders; ``stop()`` ends exactly those processes.
 """
 
@@ -120,7 +121,7 @@ class LocalStack:
         pg = postgres_bin()
         if pg is not None:
             self.postgres = Postgres(pg)
-            self.postgres.start(["mlflow", "prefect"])
+            self.postgres.start(["mlflow", "prefect", "optuna"])
             prefect_db, mlflow_db = self.postgres.url("prefect", "asyncpg"), self.postgres.url("mlflow", "psycopg2")
             self.database = f"PostgreSQL ({pg.parent.name})"
         else:
@@ -142,13 +143,26 @@ class LocalStack:
         wait_http(f"{self.tracking_uri}/health", mlflow, mlflow_log)
         return self
 
-    def start_worker(self, pythonpath: str = "") -> None:
+    def start_worker(self, pythonpath: str = "", name: str = "prefect-worker", limit: int | None = None,
+                     **env: str) -> tuple[subprocess.Popen, Path]:
+        """A process worker on the pool and its log (``name`` names both); ``limit``: at most that many flow
+        runs at once; ``env``: what its flow runs' environment adds."""
         env = self.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5",
-                       LORAOPS_RETRY_BACKOFF_SECONDS="1")
+                       LORAOPS_RETRY_BACKOFF_SECONDS="1", **env)
         if pythonpath:
             env["PYTHONPATH"] = pythonpath
-        self._spawn("prefect-worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-                    env)
+        cmd = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
+        return self._spawn(name, cmd + (["--limit", str(limit)] if limit else []), env)
+
+    def end(self, proc: subprocess.Popen) -> None:
+        """End one of the stack's processes (a worker a test is done with) and its process group."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(self.work.glob("*.log")))

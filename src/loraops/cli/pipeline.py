@@ -43,6 +43,10 @@ def run(params_file: Path = ParamsOption, overrides: Optional[list[str]] = SetOp
     with fails_cleanly():
         params, layout = project(params_file, overrides)
         preflight(params, layout)  # fail before Prefect spends seconds starting up
+        if params.search.enabled and params.search.workers_deployment:
+            from loraops.search import require_shared_storage
+
+            require_shared_storage(params, layout)  # (the flow checks it again, with the deployment)
         from flows.pipeline import pipeline  # Prefect is the flow's, not the library's
 
         results = pipeline(root=str(layout.root), overrides=overrides or [], params_file=str(params_file.resolve()))

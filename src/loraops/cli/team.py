@@ -1,4 +1,4 @@
-"""``loraops deploy``: scheduled retraining on a Prefect server.
+"""``loraops deploy``: scheduled retraining (and the search's workers) on a Prefect server.
 
 It drives the ``prefect`` command line (the library never imports Prefect). The deployment itself is defined
 once, in the project's ``prefect.yaml``; ``deploy`` creates its work pool when missing, then runs
@@ -17,8 +17,11 @@ import typer
 import yaml
 
 from loraops.cli.app import ParamsOption, SetOption, app, fails_cleanly, project
+from loraops.config import SEARCH_WORKER_FLOW
 from loraops.core import ConfigError, LoraopsError
 
+# The flows prefect.yaml's entrypoints name (the deployments are FLOW/DEPLOYMENT on the server).
+FLOWS = {"flows/retrain.py:retrain": "loraops-retrain", "flows/search_worker.py:search_worker": SEARCH_WORKER_FLOW}
 # Work pools the deployments in prefect.yaml name: their worker type and base job template (if not Prefect's).
 POOL_TYPES = {"loraops-process": ("process", None),
               "loraops-k8s-gpu": ("kubernetes", "infra/k8s/gpu-job-template.json")}
@@ -59,8 +62,8 @@ def deploy(name: str = typer.Option("retrain", "--name", "-n", help="Deployment 
            cron: Optional[str] = typer.Option(None, help="Replace the schedule, e.g. '0 */6 * * *'."),
            pool: Optional[str] = typer.Option(None, help="Work pool (default: the one prefect.yaml names)."),
            params_file: Path = ParamsOption, overrides: Optional[list[str]] = SetOption) -> None:
-    """Create or update the scheduled retraining deployment on the Prefect server at PREFECT_API_URL
-    (prefect.yaml beside the params file)."""
+    """Create or update a deployment of prefect.yaml (beside the params file) on the Prefect server at
+    PREFECT_API_URL: the scheduled retrain (default), or the search's workers (--name search-worker)."""
     with fails_cleanly():
         _, layout = project(params_file, overrides)
         root = layout.root
@@ -74,6 +77,10 @@ def deploy(name: str = typer.Option("retrain", "--name", "-n", help="Deployment 
         if cron:
             args += ["--cron", cron]
         prefect_cli(root, *args)
-    flow = "loraops-retrain"
-    typer.echo(f"deployed {flow}/{name} (pool {pool}); start a worker: prefect worker start --pool {pool}\n"
-               f"trigger now: prefect deployment run {flow}/{name}")
+    flow = FLOWS.get(spec["entrypoint"], spec["entrypoint"])
+    typer.echo(f"deployed {flow}/{name} (pool {pool}); start a worker: prefect worker start --pool {pool}")
+    if flow == SEARCH_WORKER_FLOW:
+        typer.echo(f"fan the search out over it: -S search.workers_deployment={flow}/{name} (search.n_jobs runs; "
+                   "LORAOPS_OPTUNA_STORAGE set to PostgreSQL for the pipeline and every worker)")
+    else:
+        typer.echo(f"trigger now: prefect deployment run {flow}/{name}")

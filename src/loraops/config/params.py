@@ -23,6 +23,8 @@ BUILTIN_BASE_MODEL = "smollm2-135m-instruct"
 # ``${data.path}`` (DVC cannot interpolate a null), so every source names a file.
 DEMO_SOURCE_FILE = "src/loraops/data/demo.py"
 TARGET_MODULE_SETS = ("attention", "mlp", "all-linear")
+# The Prefect flow (flows/search_worker.py) whose deployments search.workers_deployment may name.
+SEARCH_WORKER_FLOW = "loraops-search-worker"
 
 
 class _Group(BaseModel):
@@ -218,6 +220,11 @@ class SearchParams(_Group):
     val_items: int | None = Field(48, ge=1)  # val rows a trial uses (loss and accuracy); null = all
     n_jobs: int = Field(1, ge=1)
     storage: str | None = None  # null = SQLite under .loraops/search/; env LORAOPS_OPTUNA_STORAGE overrides
+    # A Prefect deployment of the flow loraops-search-worker ("flow/deployment", e.g.
+    # loraops-search-worker/search-worker): the Prefect flows start the n_jobs workers as its flow runs on
+    # its work pool (other machines) instead of in their own process; null = workers here. Needs a storage
+    # every worker reaches (a PostgreSQL URL in LORAOPS_OPTUNA_STORAGE), never the SQLite default.
+    workers_deployment: str | None = None
     heartbeat_seconds: int = Field(30, ge=1)  # a RUNNING trial silent for 2x this is failed and re-queued
     seed: int | None = None  # null = project.seed
 
@@ -252,6 +259,17 @@ class SearchParams(_Group):
                                   or "***" in redact_url(f"x://h/?{urlsplit(value).query}")):
             raise ValueError(f"{redact_url(value)!r} holds a password; put the URL in the environment variable "
                              "LORAOPS_OPTUNA_STORAGE instead")
+        return value
+
+    @field_validator("workers_deployment")
+    @classmethod
+    def _a_search_worker_deployment(cls, value: str | None) -> str | None:
+        # Only the worker flow's deployments: n_jobs runs of any other flow (the retrain) would be a disaster.
+        flow, _, name = (value or "").partition("/")
+        if value is not None and (flow != SEARCH_WORKER_FLOW or not name.strip() or "/" in name):
+            raise ValueError(f"{value!r} is not a deployment of the flow {SEARCH_WORKER_FLOW} "
+                             f"('{SEARCH_WORKER_FLOW}/NAME', e.g. {SEARCH_WORKER_FLOW}/search-worker); "
+                             "null runs the workers here")
         return value
 
     @model_validator(mode="after")

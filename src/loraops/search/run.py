@@ -4,25 +4,30 @@ Three library calls make the stage, and both ``loraops stage search`` (DVC) and 
 :func:`prepare_search` (open the study, its MLflow parent run), :func:`run_worker` (run trials until the
 budget is spent; several may run at once against one storage) and :func:`finish_search` (select and write
 the outputs). Trials train through :func:`loraops.training.train` (the one trainer) without checkpoints.
+Workers on other machines (``search.workers_deployment``: flow runs on a Prefect work pool) go through
+:func:`run_shared_worker`, which first checks that they reach the study the pipeline prepared.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from typing import Any
 
 from loraops.config import LoraParams, Params
-from loraops.core import Layout, LoraopsError, require
+from loraops.core import ConfigError, Layout, LoraopsError, require
 from loraops.core.tracking import redact_url
 from loraops.search.report import SEARCH_OFF, search_cost, write_reports
 from loraops.search.select import Bootstrap, select
 from loraops.search import heartbeat
 from loraops.search.study import (PARENT_RUN_ATTR, budget_state, engine_kwargs, has_room, open_study, storage_url,
-                                  study_fingerprint, trial_results)
+                                  study_fingerprint, study_name, trial_results)
 from loraops.search.tracking import close_parent_run, ensure_parent_run, fail_parent_run
 from loraops.training import TrainChoice, publish_trial
 from loraops.search.trial import base_reference, make_objective, require_rehearsal
+
+log = logging.getLogger(__name__)
 
 
 def prepare_search(params: Params, layout: Layout) -> dict[str, Any]:
@@ -56,6 +61,39 @@ def run_worker(params: Params, layout: Layout, worker: int = 0) -> dict[str, Any
         heartbeat.run_trial(study, objective, beats, params.search.heartbeat_seconds)
         ran += 1
     return {"worker": worker, "trials_started": ran, **budget_state(study, params)}
+
+
+def require_shared_storage(params: Params, layout: Layout) -> str:
+    """The study's storage URL, redacted, when workers on other machines are to share it: a SQLite file (the
+    default, or a ``sqlite://`` URL) lives on this machine's disk, and a worker elsewhere would silently
+    open a study of its own there and spend the whole budget again."""
+    url = storage_url(params, layout)
+    if url.startswith("sqlite"):
+        raise ConfigError(f"search.workers_deployment {params.search.workers_deployment!r} runs the workers on "
+                          f"other machines, which cannot reach the study's SQLite file ({redact_url(url)}): set "
+                          "LORAOPS_OPTUNA_STORAGE (or search.storage) to a PostgreSQL URL every worker can reach")
+    return redact_url(url)
+
+
+def run_shared_worker(params: Params, layout: Layout, worker: int, study: str | None = None) -> dict[str, Any]:
+    """:func:`run_worker` on another machine (a flow run of ``search.workers_deployment``): only on a shared
+    storage, only on the study the pipeline prepared (``study``; None: the one this project's inputs name),
+    and only when this machine's inputs (prepared data, base model, params) give that same study."""
+    import optuna
+
+    url = storage_url(params, layout)
+    if url.startswith("sqlite"):
+        raise ConfigError(f"search worker {worker}: no shared study storage here (LORAOPS_OPTUNA_STORAGE is unset "
+                          f"and search.storage null, so the study would be a SQLite file of this machine's, "
+                          f"{redact_url(url)}): set LORAOPS_OPTUNA_STORAGE in the work pool's environment")
+    here = study_name(params, layout)
+    if study is not None and here != study:
+        raise ConfigError(f"search worker {worker}: the inputs in {layout.root} name study {here}, the pipeline "
+                          f"prepared {study}: this machine's prepared data, base model or params differ")
+    if here not in optuna.get_all_study_names(storage=url):
+        raise ConfigError(f"search worker {worker}: {redact_url(url)} holds no study {here}; the pipeline's search "
+                          "stage prepares it (is this worker's LORAOPS_OPTUNA_STORAGE the pipeline's?)")
+    return run_worker(params, layout, worker)
 
 
 def run_workers(params: Params, layout: Layout) -> list[dict[str, Any]]:
@@ -134,6 +172,10 @@ def search_stage(params: Params, layout: Layout) -> dict[str, Any]:
         choice.write(layout.search_choice)
         return choice.to_json()
     require(layout.base_model_dir, layout.prepared_dir)
+    if params.search.workers_deployment:
+        # The deployment's flow runs are started by the Prefect flows; this (DVC's) path has no Prefect.
+        log.warning("search.workers_deployment %s is used by `loraops run` and the retrain flow; this stage runs "
+                    "its %d worker(s) here", params.search.workers_deployment, params.search.n_jobs)
     prepare_search(params, layout)
     run_workers(params, layout)
     return finish_search(params, layout)

@@ -23,7 +23,7 @@ from loraops.search.select import TrialResult
 STORAGE_ENV = "LORAOPS_OPTUNA_STORAGE"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # Search params that change how the study runs but not what a trial computes: not in the fingerprint.
-RUNTIME_KEYS = ("n_jobs", "storage", "heartbeat_seconds", "enabled")
+RUNTIME_KEYS = ("n_jobs", "storage", "heartbeat_seconds", "enabled", "workers_deployment")
 # Trial user attrs (and trials.csv columns): what the trial cost, as loraops.training.energy names them.
 COST_KEYS = ("wall_seconds", "cpu_seconds", "gpu_seconds", "energy_joules", "energy_method")
 
@@ -31,7 +31,8 @@ COST_KEYS = ("wall_seconds", "cpu_seconds", "gpu_seconds", "energy_joules", "ene
 def study_fingerprint(params: Params, layout: Layout) -> str:
     """What a trial's result depends on, so a study resumes only on a match: the bytes of the prepared train
     and val splits and of every file of the base model (weights, config, tokenizer, loraops_base.json), the
-    search params but the runtime ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``), the train
+    search params but the runtime ones (``n_jobs``, ``storage``, ``heartbeat_seconds``, ``enabled``,
+    ``workers_deployment``), the train
     settings a trial keeps (method, batch size, gradient accumulation, warmup, learning-rate schedule), the
     search seed, ``prepare.max_length``, the dev pool and how trials are scored (``eval.constrained``,
     ``eval.base_shots``, the system prompt)."""
