@@ -27,8 +27,9 @@ model of its own with lineage to its sources and gates against each source task'
   least that task's champion's minus ``compose.max_task_loss``, and retention as for every version. A failing
   gate still registers the version (``challenger``); ``champion`` of the composed model moves only when all pass.
 
-The composed pyfunc answers as its first source's task (that source's prompt file); every source's prompt
-spec is kept beside it (``compose_tasks.json``).
+Every source's prompt spec is kept in the composed adapter (``compose_tasks.json``) and its signature takes an
+optional ``task`` column: the registered pyfunc (and ``loraops serve``) asks and answers each row as the source
+model its ``task`` names, and as the first source's task (whose prompt file it holds) where none is named.
 """
 
 from __future__ import annotations
@@ -263,7 +264,8 @@ def build(base_dir: Path, adapters: list[Path], weights: list[float], params: Co
 
 
 def add_prompts(composed: Path, sources: list[Source]) -> None:
-    """The first source's prompt file (the pyfunc answers as that task) and every source's spec beside it."""
+    """The first source's prompt file (the task answered where a request names none) and every source's spec
+    beside it, by model name (what a request's ``task`` names)."""
     shutil.copy2(sources[0].adapter / PROMPT_FILE, composed / PROMPT_FILE)
     write_json(composed / TASKS_FILE, {s.model: read_json(s.adapter / PROMPT_FILE) for s in sources})
 
