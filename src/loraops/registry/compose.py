@@ -58,12 +58,12 @@ from loraops.modeling import base_content_sha256, base_info, load_base
 from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, repair
 from loraops.registry.composition import COMPOSED_TAG, COMPOSITION_FILE, TASKS_FILE, ComposedSource, CompositionRecord
 from loraops.registry.hand_moves import check_champion
-from loraops.registry.library import adapter_dir, recorded_bases
+from loraops.registry.library import recorded_bases
 from loraops.registry.lineage import MODEL_SHA256_TAG, base_model_tags, format_score, recorded_outputs
 from loraops.registry.promotion import CHAMPION, promote, require_complete, version_evidence
 from loraops.registry.register import (create_complete_version, create_registered_model, failed_registration,
                                        first_line, log_adapter_model, verify_uploaded)
-from loraops.registry.serving import download_verified
+from loraops.registry.serving import adapter_dir, download_verified
 from loraops.registry.versions import version_lineage
 
 COMPOSED_ADAPTER = "composed"  # the PEFT adapter name of the result while it is built

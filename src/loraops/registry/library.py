@@ -26,11 +26,10 @@ from typing import Any
 
 from loraops.core import RegistryError, read_json
 from loraops.core.tracking import Tracking
-from loraops.data import PROMPT_FILE
 from loraops.modeling import base_content_sha256, load_base, load_tokenizer
 from loraops.registry.promotion import CHAMPION
 from loraops.registry.register import BASE_REFERENCE
-from loraops.registry.serving import AdapterTasks, answer_texts, download_verified
+from loraops.registry.serving import AdapterTasks, adapter_dir, answer_texts, download_verified
 
 BASE_SHA256_TAG = "base_model.sha256"
 
@@ -68,14 +67,6 @@ def check_base(name: str, version: Any, local: Path, base_sha256: str, base_dir:
         shown = ", ".join(sorted(r[:16] + "..." for r in recorded)) or "no base hash"
         raise RegistryError(f"{name} version {version.version} was trained on base {shown}, not the served base "
                             f"{base_sha256[:16]}... ({base_dir}); refusing that adapter")
-
-
-def adapter_dir(local: Path) -> Path:
-    """The adapter folder inside a downloaded loraops model (the one holding its prompt file)."""
-    found = sorted(local.rglob(PROMPT_FILE))
-    if not found:
-        raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
-    return found[0].parent
 
 
 class AdapterLibrary:

@@ -24,12 +24,12 @@ from typing import Any
 import mlflow.pyfunc
 
 from loraops.config import PrepareParams
-from loraops.core import RegistryError, read_json
+from loraops.core import LoraopsError, RegistryError, read_json
 from loraops.core.tracking import Tracking, is_missing
 from loraops.data import PROMPT_FILE, label_for_answer, render_prompt, render_row
 from loraops.evaluation import generate_answers
 from loraops.modeling import load_for_inference, verify_base_model
-from loraops.registry.composition import COMPOSED_TAG, TASKS_FILE
+from loraops.registry.composition import TASKS_FILE
 from loraops.registry.lineage import MODEL_SHA256_TAG, model_sha256
 
 
@@ -121,7 +121,7 @@ class PromptSpec:
         return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels) + 2
 
 
-class TaskError(ValueError):
+class TaskError(LoraopsError, ValueError):
     """A request asks a task the adapter does not answer (the message names it and the known ones)."""
 
 
@@ -274,15 +274,23 @@ def predict_verified(tracking: Tracking, name: str, ref: str, texts: list[str], 
     """The labels version (or alias) ``ref`` of ``name`` answers for ``texts``, through its registered pyfunc
     (loaded as :func:`load_verified` loads it), each asked as ``task``: a source model's name for a
     composition, or ``name`` itself for any other model. A task the model does not answer is a
-    :class:`TaskError` in one line."""
+    :class:`TaskError` in one line, before the model loads."""
     version, local = download_verified(tracking, name, ref)
-    composed = version.tags.get(COMPOSED_TAG) == "true"
-    if task is not None and not composed and task != name:
-        raise TaskError(f"task {task!r}: {name} is not a composition; it answers its own task {name!r} only")
+    tasks = AdapterTasks(adapter_dir(local), own=name)
+    if task is not None:
+        tasks.spec(task, who=name)
     model = mlflow.pyfunc.load_model(str(local))
-    if task is None or not composed:
+    if task is None or not tasks.composed:
         return list(model.predict({"text": texts}))
     if not accepts_task(model):
         raise TaskError(f"{name} version {version.version} was registered before a composition could be asked per "
                         "task (its signature has no 'task' column); compose it again to ask by task")
     return list(model.predict({"text": texts, "task": [task] * len(texts)}))
+
+
+def adapter_dir(local: Path) -> Path:
+    """The adapter folder inside a downloaded loraops model (the one holding its prompt file)."""
+    found = sorted(local.rglob(PROMPT_FILE))
+    if not found:
+        raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
+    return found[0].parent
