@@ -11,8 +11,17 @@ with random B matrices (so they answer differently), registered with the hashes 
 - ``switch_ms_p50/p99``: the extra time of a forward pass (one generated token) whose adapter differs from
   the previous pass's, over the median of passes on the same adapter as before (per-row selection has no
   switch step of its own: this is what changing adapters costs).
+- ``set_adapter_ms_p50/p99``: the switch itself, with no forward pass in it: PEFT's ``set_adapter`` (the
+  active adapter of every LoRA layer; ``inference_mode``, so nothing becomes trainable), each call to another
+  adapter than the last. Serving routes rows with ``adapter_names`` and never calls it; it is what a server
+  that switches the active adapter between batches would pay per switch. ``name_swap_us_p99``: the library's
+  own swap of a moved champion (the served entry replaced under its lock, with no generation waiting).
 - ``mixed_vs_single_throughput``: rows per second of forward passes over an 8-row batch whose rows all use
   different adapters, over the same batch on one adapter (each of the 8 in turn).
+  ``single_active_forward_rows_per_second``: the one-adapter batch through the active adapter (no
+  ``adapter_names``), PEFT's plain path: what routing one-adapter rows per row costs.
+  ``grouped_forward_rows_per_second``: the mixed batch grouped by adapter, one forward pass per adapter
+  through its active adapter (the alternative to PEFT's per-row path).
 - ``champion_pickup_seconds``: from moving a champion alias to the server answering with the new version
   (poll every 0.5 s), the slower of two moves, made while the load test runs.
 - ``failed_requests``: non-200 answers of the load test (bounded threads, requests and seconds, on 127.0.0.1).
@@ -161,6 +170,19 @@ def main() -> None:
                 previous = name
         baseline = statistics.median(same)
         switch = [max(0.0, t - baseline) for t in switched]
+        set_ms = []
+        with library.lock:
+            for i in range(args.switches):
+                started = time.perf_counter()
+                library.model.set_adapter(served[i % len(served)], inference_mode=True)
+                set_ms.append((time.perf_counter() - started) * 1000)
+        swap_us = []
+        for _ in range(args.switches):
+            entry = library.state.served[names[0]]
+            started = time.perf_counter()
+            with library.lock:
+                library.state.served[names[0]] = entry
+            swap_us.append((time.perf_counter() - started) * 1e6)
 
         # Throughput of the same 8-row batch, forward passes (the cost of every generated token): each row on its
         # own adapter against all rows on one adapter (every adapter in turn, total rows over total time).
@@ -174,14 +196,30 @@ def main() -> None:
                 for chosen in choices:
                     library.model(**rows, adapter_names=chosen)
             return time.perf_counter() - started
+        def active_seconds(groups: list[list[tuple[str, list[int]]]]) -> float:
+            """Each batch as forward passes of its rows grouped by adapter, each through the active adapter."""
+            started = time.perf_counter()
+            with library.lock, torch.inference_mode():
+                for batch in groups:
+                    for name, indices in batch:
+                        library.model.set_adapter(name, inference_mode=True)
+                        library.model(input_ids=rows["input_ids"][indices],
+                                      attention_mask=rows["attention_mask"][indices])
+            return time.perf_counter() - started
         singles, mixes = [[name] * len(served) for name in served], [list(served)] * len(served)
-        seconds(singles), seconds(mixes)  # warm-up of both shapes
-        single_s = mixed_s = 0.0
-        for _ in range(args.rounds):  # interleaved, so a change in the machine's load hits both alike
+        everyone = list(range(len(served)))
+        active_singles = [[(name, everyone)] for name in served]
+        grouped_mixes = [[(name, [i]) for i, name in enumerate(served)]] * len(served)
+        seconds(singles), seconds(mixes), active_seconds(active_singles), active_seconds(grouped_mixes)  # warm-up
+        single_s = mixed_s = active_s = grouped_s = 0.0
+        for _ in range(args.rounds):  # interleaved, so a change in the machine's load hits all alike
             single_s += seconds(singles)
             mixed_s += seconds(mixes)
-        single = args.rounds * len(singles) * len(served) / single_s
-        mixed = args.rounds * len(mixes) * len(served) / mixed_s
+            active_s += active_seconds(active_singles)
+            grouped_s += active_seconds(grouped_mixes)
+        total_rows = args.rounds * len(singles) * len(served)
+        single, mixed = total_rows / single_s, total_rows / mixed_s
+        active, grouped = total_rows / active_s, total_rows / grouped_s
         started = time.perf_counter()
         library.answer([(texts[i % 4], name) for i, name in enumerate(names)])
         mixed_answer_ms = (time.perf_counter() - started) * 1000
@@ -241,10 +279,15 @@ def main() -> None:
         "merged_models_mb": round(len(RANKS) * base_mb, 1),
         "resident_goal_mb": round(base_mb + adapter_mb * 1.2, 1),
         "switch_ms_p50": round(_pct(switch, 0.5), 2), "switch_ms_p99": round(_pct(switch, 0.99), 2),
+        "set_adapter_ms_p50": round(_pct(set_ms, 0.5), 3), "set_adapter_ms_p99": round(_pct(set_ms, 0.99), 3),
+        "name_swap_us_p50": round(_pct(swap_us, 0.5), 1), "name_swap_us_p99": round(_pct(swap_us, 0.99), 1),
         "same_adapter_forward_ms_p50": round(baseline, 2),
         "switched_forward_ms_p50": round(_pct(switched, 0.5), 2),
         "switched_forward_ms_p99": round(_pct(switched, 0.99), 2),
         "single_forward_rows_per_second": round(single, 1), "mixed_forward_rows_per_second": round(mixed, 1),
+        "single_active_forward_rows_per_second": round(active, 1),
+        "grouped_forward_rows_per_second": round(grouped, 1),
+        "grouped_vs_single_throughput": round(grouped / single, 3),
         "mixed_8_row_answer_ms": round(mixed_answer_ms, 1),
         "mixed_vs_single_throughput": round(mixed / single, 3),
         "champion_pickup_seconds": round(max(pickups), 2), "pickups_seconds": [round(p, 2) for p in pickups],
@@ -255,7 +298,9 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("switch_ms_p50", "switch_ms_p99", "mixed_vs_single_throughput",
+    print(json.dumps({k: report[k] for k in ("switch_ms_p50", "switch_ms_p99", "set_adapter_ms_p99",
+                                             "name_swap_us_p99", "mixed_vs_single_throughput",
+                                             "grouped_vs_single_throughput",
                                              "resident_mb", "merged_models_mb", "champion_pickup_seconds",
                                              "failed_requests")}))
 

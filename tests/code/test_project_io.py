@@ -3,7 +3,7 @@
 import pytest
 
 from loraops.core import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
-from loraops.registry.serving import request_texts
+from loraops.registry.serving import request_tasks, request_texts
 
 
 def test_atomic_dir_replaces_target_only_on_success(tmp_path):
@@ -48,3 +48,18 @@ def test_request_texts_dataframe_and_missing_column():
     assert request_texts(pd.DataFrame({"text": ["x", "y"]})) == ["x", "y"]
     with pytest.raises(ValueError, match="'text' column"):
         request_texts({"prompt": ["x"]})
+
+
+def test_request_tasks_shapes():
+    import pandas as pd
+
+    assert request_tasks({"text": ["a", "b"]}, 2) == [None, None]
+    assert request_tasks(["a", "b"], 2) == [None, None]
+    assert request_tasks({"text": ["a", "b"], "task": "t"}, 2) == ["t", "t"]
+    # MLflow's schema check hands {"text": [a, b], "task": [s, t]} over as one row of lists.
+    assert request_tasks(pd.DataFrame({"text": [["a", "b"]], "task": [["s", "t"]]}), 2) == ["s", "t"]
+    assert request_tasks(pd.DataFrame([{"text": "a", "task": "s"}, {"text": "b"}]), 2) == ["s", None]
+    with pytest.raises(ValueError, match="2 texts but 3 tasks"):
+        request_tasks({"text": ["a", "b"], "task": ["s", "t", "u"]}, 2)
+    with pytest.raises(ValueError, match="'task' must be a string"):
+        request_tasks({"text": ["a"], "task": [3]}, 1)

@@ -72,6 +72,30 @@ def perturbed_adapter(layout):
         weights.write_bytes(saved)
 
 
+B_TASK_LABELS = ["cancel_order", "request_refund", "reset_password", "track_order"]
+
+
+@contextmanager
+def other_task_prompt(layout):
+    """The trained adapter's prompt file as another task's: another instruction and four of its labels (so a
+    composition's tasks are asked and answered differently), put back after."""
+    from loraops.core import read_json
+    from loraops.data import PROMPT_FILE
+
+    path = layout.adapter_dir / PROMPT_FILE
+    saved = path.read_bytes()
+    spec = read_json(path)
+    assert spec["template"] and set(B_TASK_LABELS) <= set(spec["labels"]), spec  # else the task is not another
+    instruction = "Classify the intent of this customer request."
+    assert instruction in spec["template"]
+    write_json(path, {**spec, "labels": B_TASK_LABELS,
+                      "template": spec["template"].replace(instruction, "Which of four requests is this?")})
+    try:
+        yield
+    finally:
+        path.write_bytes(saved)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,7 +2,8 @@
 (two "tasks": the trained adapter, and another of its shape scored on other rows kept in a folder of their own)
 combined with PEFT, scored on each source's test set and on retention, registered with lineage to its sources
 and gated against each task's champion; a combination with weight 0 on one source gives back the other exactly;
-bad input fails in one line with nothing registered."""
+bad input fails in one line with nothing registered. The composed version is asked per task (its pyfunc,
+``loraops predict --task``, ``loraops serve``), each task exactly as that source's own prompt spec asks it."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ from loraops.registry.compose import check_bases, build
 from loraops.registry.composition import COMPOSED_TAG, CompositionRecord
 from loraops.registry.library import adapter_dir
 from loraops.registry.register import BASE_REFERENCE
-from loraops.registry.serving import download_verified, load_verified
-from tests.helpers.registry import client_for, evaluation, perturbed_adapter, register, tracking_for
+from loraops.registry.library import AdapterLibrary
+from loraops.registry.scoring_server import ScoringServer
+from loraops.registry.serving import PromptSpec, answer_texts, download_verified, load_verified
+from tests.helpers.registry import (B_TASK_LABELS, client_for, evaluation, other_task_prompt, perturbed_adapter,
+                                    register, tracking_for)
 
 A, B, C = "compose-a", "compose-b", "compose-ab"
 
 
 @pytest.fixture(scope="module")
 def sources(trained_project, tmp_path_factory):
-    """A and B registered (both champion); B was scored on the test split reversed, kept in its own folder."""
+    """A and B registered (both champion); B is another task (its own prompt and four labels,
+    :func:`other_task_prompt`), scored on the test split reversed, kept in its own folder."""
     layout = trained_project
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -43,7 +48,7 @@ def sources(trained_project, tmp_path_factory):
         for name, scored in ((A, rows), (B, rows[::-1])):
             eval_json = {**evaluation(sha=rows_sha256(scored)), "test_items": len(scored)}
             if name == B:
-                with perturbed_adapter(layout):
+                with perturbed_adapter(layout), other_task_prompt(layout):
                     register(layout, name, eval_json)
             else:
                 register(layout, name, eval_json)
@@ -109,6 +114,117 @@ def test_composition_registers_a_version_with_lineage_and_passing_gates(sources,
 
     code, output = cli(layout, "models", "-S", f"registry.model_name={C}")
     assert code == 0 and f"task:{A}=ok task:{B}=ok retention=ok" in output, output
+
+
+@pytest.fixture(scope="module")
+def task_answers(sources, tmp_path_factory):
+    """Version 1 of the composition (the test above registered it) and, per task, the labels the composed
+    adapter answers when asked with that source's own prompt spec (its registered loraops_prompt.json) alone."""
+    layout, _, _ = sources
+    tracking = tracking_for(layout, layout.local_tracking_uri())
+    folder = tmp_path_factory.mktemp("composed")
+    _, local = download_verified(tracking, C, "1", into=folder / C)
+    model, tokenizer = load_for_inference(layout.base_model_dir, adapter_dir(local))
+    texts = [r["text"] for r in read_jsonl(layout.prepared_dir / "test.jsonl")[:6]]
+    own = {name: PromptSpec.read(adapter_dir(download_verified(tracking, name, "1", into=folder / name)[1]))
+           for name in (A, B)}
+    alone = {name: answer_texts(model, tokenizer, [spec] * len(texts), texts, 16) for name, spec in own.items()}
+    assert set(alone[B]) <= set(B_TASK_LABELS) and alone[A] != alone[B]  # two tasks, or these tests show nothing
+    del model
+    return tracking, local, texts, alone
+
+
+def test_the_composed_pyfunc_answers_each_task_as_its_source_prompt_alone(task_answers):
+    import mlflow
+    import pandas as pd
+
+    tracking, local, texts, alone = task_answers
+    pyfunc = mlflow.pyfunc.load_model(str(local))
+    assert "task" in pyfunc.metadata.get_input_schema().input_names()
+    assert list(pyfunc.predict({"text": texts})) == alone[A]  # no task: the first source's
+    assert list(pyfunc.predict({"text": texts, "task": [B] * len(texts)})) == alone[B]
+    assert list(pyfunc.predict({"text": texts, "task": A})) == alone[A]
+    # One batch, a task per row (some left out: the first source's), as each task alone answers.
+    asked = [B, A, None, B, B, A]
+    records = [{"text": t} if task is None else {"text": t, "task": task} for t, task in zip(texts, asked)]
+    expected = [alone[task or A][i] for i, task in enumerate(asked)]
+    assert list(pyfunc.predict(pd.DataFrame(records))) == expected
+    with pytest.raises(Exception) as raised:
+        pyfunc.predict({"text": texts[:1], "task": ["nope"]})
+    message = str(raised.value)
+    assert f"task 'nope' is not one of this model's tasks ({A}, {B})" in message and "\n" not in message, message
+
+
+def test_predict_asks_a_composed_champion_per_task(sources, task_answers):
+    layout = sources[0]
+    texts, alone = task_answers[2], task_answers[3]
+    result = CliRunner().invoke(app, ["predict", *texts[:3], "--task", B, "-S", f"registry.model_name={C}",
+                                      "-p", str(layout.params_file)])
+    assert result.exit_code == 0 and result.stdout.split() == alone[B][:3], result.output
+    code, output = cli(layout, "predict", texts[0], "--task", "nope", "-S", f"registry.model_name={C}")
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output, output
+    assert errors[0] == f"error: task 'nope' is not one of {C}'s tasks ({A}, {B})", output
+    # A model that is no composition answers its own task only.
+    result = CliRunner().invoke(app, ["predict", texts[0], "--task", A, "-S", f"registry.model_name={A}",
+                                      "-p", str(layout.params_file)])
+    answered = result.stdout.split()
+    assert result.exit_code == 0 and len(answered) == 1, result.output
+    assert answered[0] in read_json(layout.prepared_dir / "labels.json"), result.output
+    code, output = cli(layout, "predict", texts[0], "--task", B, "-S", f"registry.model_name={A}")
+    assert code == 2 and output.splitlines()[-1] == \
+        f"error: task '{B}': {A} is not a composition; it answers its own task '{A}' only (leave 'task' out)", output
+
+
+def test_serve_answers_a_composition_per_task_in_mixed_batches(sources, task_answers):
+    import urllib.error
+    import urllib.request
+
+    layout = sources[0]
+    tracking, _, texts, alone = task_answers
+    library = AdapterLibrary(tracking, layout.base_model_dir, [C, A], batch_size=4)
+    library.refresh()
+    server = ScoringServer(library, "127.0.0.1", 0, poll_seconds=None).start()
+
+    def post(records):
+        body = json.dumps({"dataframe_records": records}).encode()
+        request = urllib.request.Request(server.url + "/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        assert library.versions() == {C: "1", A: "1"}
+        with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
+            assert json.loads(response.read())["tasks"] == {C: [A, B]}
+        for task in (A, B):  # each task alone
+            status, body = post([{"text": t, "adapter": C, "task": task} for t in texts])
+            assert status == 200 and [p["label"] for p in body["predictions"]] == alone[task], body
+            assert {p["task"] for p in body["predictions"]} == {task}
+        # One batch: the composition's tasks row by row, its default task, and another adapter beside it.
+        status, body = post([{"text": t, "adapter": A} for t in texts])
+        assert status == 200, body
+        own_a = [p["label"] for p in body["predictions"]]
+        rows = [(C, B), (C, A), (A, None), (C, None), (C, B), (A, A)]
+        status, body = post([{"text": t, "adapter": adapter, **({"task": task} if task else {})}
+                             for t, (adapter, task) in zip(texts, rows)])
+        assert status == 200, body
+        assert [p["label"] for p in body["predictions"]] == \
+            [own_a[i] if adapter == A else alone[task or A][i] for i, (adapter, task) in enumerate(rows)]
+        assert [p.get("task") for p in body["predictions"]] == [B, A, None, A, B, None]
+        # A task the adapter does not answer: 400, one line naming it and the adapter's tasks; nothing answered.
+        status, body = post([{"text": texts[0], "adapter": C, "task": A}, {"text": texts[1], "adapter": C,
+                                                                             "task": "nope"}])
+        assert status == 400 and body["error"] == f"task 'nope' is not one of {C}'s tasks ({A}, {B})", body
+        status, body = post([{"text": texts[0], "adapter": A, "task": B}])
+        assert status == 400 and body["error"] == \
+            f"task '{B}': {A} is not a composition; it answers its own task '{A}' only (leave 'task' out)", body
+    finally:
+        server.stop()
+        library.close()
 
 
 def test_a_task_lost_beyond_the_margin_registers_a_challenger_and_keeps_the_champion(sources):

@@ -1,7 +1,8 @@
 """``loraops serve`` through a real HTTP server on 127.0.0.1: the champions of several registered models as
 named adapters on one tiny base, answered per row in mixed batches exactly as each adapter alone answers;
 a moved champion picked up while requests keep coming; a version trained on another base refused; every bad
-request a 4xx with one line."""
+request (a task an adapter does not answer among them) a 4xx with one line. A composition asked per task
+through this server: tests/registry/test_compose.py."""
 
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ def test_per_row_adapters_answer_as_each_adapter_alone(served):
     assert status == 200 and body["predictions"] == [{"label": alone[A][3], "adapter": A, "version": "1"}]
 
 
+def test_an_adapter_that_is_no_composition_answers_its_own_task_only(served):
+    _, _, server, texts = served
+    assert get(server, "/health")[1]["tasks"] == {}  # no composition served
+    plain = labels(server, texts[:3], [A] * 3)
+    status, body = post(server, {"dataframe_records": [{"text": t, "adapter": A, "task": A} for t in texts[:3]]})
+    assert status == 200 and [p["label"] for p in body["predictions"]] == plain, body
+    assert all("task" not in p for p in body["predictions"])
+    status, body = post(server, {"inputs": {"text": texts[:2], "adapter": [A, B], "task": [A, B]}})
+    assert status == 200 and [p["label"] for p in body["predictions"]] == [plain[0], labels(server, texts[1:2], [B])[0]]
+
+
 def test_an_adapter_trained_on_another_base_is_refused_with_the_reason(served):
     _, _, server, texts = served
     status, health = get(server, "/health")
@@ -100,6 +112,11 @@ def test_an_adapter_trained_on_another_base_is_refused_with_the_reason(served):
     (json.dumps({"rows": []}).encode(), 400, "exactly one of"),
     (json.dumps([1, 2]).encode(), 400, "JSON object"),
     (json.dumps({"dataframe_split": {"columns": ["text"]}}).encode(), 400, "dataframe_split needs"),
+    (json.dumps({"dataframe_records": [{"text": "hi", "adapter": A, "task": B}]}).encode(), 400,
+     f"task '{B}': {A} is not a composition; it answers its own task '{A}' only"),
+    (json.dumps({"dataframe_records": [{"text": "hi", "adapter": A, "task": 3}]}).encode(), 400,
+     "'task' must be a string"),
+    (json.dumps({"inputs": {"text": ["hi", "ho"], "adapter": A, "task": [A]}}).encode(), 400, "2 texts but 1 tasks"),
 ])
 def test_each_bad_request_gets_a_4xx_with_one_line(served, raw, status, words):
     _, _, server, _ = served

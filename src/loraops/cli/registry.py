@@ -85,17 +85,19 @@ def rollback(params_file: Path = ParamsOption, overrides: Optional[list[str]] = 
 
 @app.command()
 def predict(text: list[str] = typer.Argument(..., help="One or more texts to classify."),
+            task: Optional[str] = typer.Option(None, "--task", help="For a composed model: the source model whose "
+                                                                    "task to ask (default its first source's)."),
             params_file: Path = ParamsOption, overrides: Optional[list[str]] = SetOption) -> None:
     """Answer with models:/<name>@champion, loaded offline onto the local base model (its artifacts and its
     base checked against the hashes the version records first)."""
-    from loraops.registry.serving import load_verified
+    from loraops.registry.serving import predict_verified
 
     with fails_cleanly():
         params, layout = project(params_file, overrides)
         tracking = registry(params, layout)
         if champion_uri(tracking, params.registry.model_name) is None:
             raise RegistryError(f"{params.registry.model_name} has no champion yet (see `loraops models`)")
-        answers = load_verified(tracking, params.registry.model_name, "champion").predict({"text": list(text)})
+        answers = predict_verified(tracking, params.registry.model_name, "champion", list(text), task)
     for answer in answers:
         typer.echo(answer)
 

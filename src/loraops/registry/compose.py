@@ -27,8 +27,9 @@ model of its own with lineage to its sources and gates against each source task'
   least that task's champion's minus ``compose.max_task_loss``, and retention as for every version. A failing
   gate still registers the version (``challenger``); ``champion`` of the composed model moves only when all pass.
 
-The composed pyfunc answers as its first source's task (that source's prompt file); every source's prompt
-spec is kept beside it (``compose_tasks.json``).
+Every source's prompt spec is kept in the composed adapter (``compose_tasks.json``) and its signature takes an
+optional ``task`` column: the registered pyfunc (and ``loraops serve``) asks and answers each row as the source
+model its ``task`` names, and as the first source's task (whose prompt file it holds) where none is named.
 """
 
 from __future__ import annotations
@@ -57,12 +58,12 @@ from loraops.modeling import base_content_sha256, base_info, load_base
 from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, repair
 from loraops.registry.composition import COMPOSED_TAG, COMPOSITION_FILE, TASKS_FILE, ComposedSource, CompositionRecord
 from loraops.registry.hand_moves import check_champion
-from loraops.registry.library import adapter_dir, recorded_bases
+from loraops.registry.library import recorded_bases
 from loraops.registry.lineage import MODEL_SHA256_TAG, base_model_tags, format_score, recorded_outputs
 from loraops.registry.promotion import CHAMPION, promote, require_complete, version_evidence
 from loraops.registry.register import (create_complete_version, create_registered_model, failed_registration,
                                        first_line, log_adapter_model, verify_uploaded)
-from loraops.registry.serving import download_verified
+from loraops.registry.serving import adapter_dir, download_verified
 from loraops.registry.versions import version_lineage
 
 COMPOSED_ADAPTER = "composed"  # the PEFT adapter name of the result while it is built
@@ -263,7 +264,8 @@ def build(base_dir: Path, adapters: list[Path], weights: list[float], params: Co
 
 
 def add_prompts(composed: Path, sources: list[Source]) -> None:
-    """The first source's prompt file (the pyfunc answers as that task) and every source's spec beside it."""
+    """The first source's prompt file (the task answered where a request names none) and every source's spec
+    beside it, by model name (what a request's ``task`` names)."""
     shutil.copy2(sources[0].adapter / PROMPT_FILE, composed / PROMPT_FILE)
     write_json(composed / TASKS_FILE, {s.model: read_json(s.adapter / PROMPT_FILE) for s in sources})
 

@@ -10,6 +10,8 @@ each a named PEFT adapter (never a merged copy), answered per row in mixed batch
   adapter. Generation and every change of the model's adapters hold one lock, so a request that started
   on the old version finishes on it and the next one gets the new version; none is dropped.
 - Answers come from :func:`loraops.registry.serving.answer_texts`, the registered pyfunc's own path.
+- A composed version answers per row as the row's ``task`` (a source model) asks, with that task's prompt
+  spec (:class:`loraops.registry.serving.AdapterTasks`), as its registered pyfunc does.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Any
 
 from loraops.core import RegistryError, read_json
 from loraops.core.tracking import Tracking
-from loraops.data import PROMPT_FILE
 from loraops.modeling import base_content_sha256, load_base, load_tokenizer
 from loraops.registry.promotion import CHAMPION
 from loraops.registry.register import BASE_REFERENCE
-from loraops.registry.serving import PromptSpec, answer_texts, download_verified
+from loraops.registry.serving import AdapterTasks, adapter_dir, answer_texts, download_verified
 
 BASE_SHA256_TAG = "base_model.sha256"
 
@@ -38,7 +39,7 @@ class ServedAdapter:
     model_name: str  # the registered model: what a request names
     version: str
     adapter_name: str  # the PEFT adapter's name on the base: "<model>@<version>"
-    spec: PromptSpec
+    tasks: AdapterTasks  # what it answers: a composition each source's task, any other adapter its own
     folder: Path  # the temporary folder this library made for the verified copy (deleted with the adapter)
 
 
@@ -68,14 +69,6 @@ def check_base(name: str, version: Any, local: Path, base_sha256: str, base_dir:
                             f"{base_sha256[:16]}... ({base_dir}); refusing that adapter")
 
 
-def adapter_dir(local: Path) -> Path:
-    """The adapter folder inside a downloaded loraops model (the one holding its prompt file)."""
-    found = sorted(local.rglob(PROMPT_FILE))
-    if not found:
-        raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
-    return found[0].parent
-
-
 class AdapterLibrary:
     """``AdapterLibrary(tracking, base_dir, ["intent", "sentiment"]).refresh()`` then :meth:`answer`."""
 
@@ -97,19 +90,19 @@ class AdapterLibrary:
 
     # --- following the aliases ---------------------------------------------------------------------------
 
-    def _fetch(self, name: str) -> tuple[Any, Path, Path, PromptSpec]:
-        """(version, the folder made for it, its adapter folder, its prompt); the folder is removed again on any
+    def _fetch(self, name: str) -> tuple[Any, Path, Path, AdapterTasks]:
+        """(version, the folder made for it, its adapter folder, its tasks); the folder is removed again on any
         failure (only ever a folder made here: never a parent of the download)."""
         folder = Path(tempfile.mkdtemp(prefix=f"loraops-serve-{name}-"))
         try:
             version, local = download_verified(self.tracking, name, self.alias, into=folder)
             adapter = adapter_dir(local)
             check_base(name, version, local, self.base_sha256, self.base_dir)
-            spec = PromptSpec(adapter)
+            tasks = AdapterTasks(adapter, own=name)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return version, folder, adapter, spec
+        return version, folder, adapter, tasks
 
     def _attach(self, adapter_name: str, adapter: Path) -> None:
         from peft import PeftModel
@@ -141,12 +134,12 @@ class AdapterLibrary:
         if f"{name}@{current.version}" in self.state.refused_versions:
             return None  # refused already, and it cannot change: not fetched again
         try:
-            version, folder, adapter, spec = self._fetch(name)
+            version, folder, adapter, tasks = self._fetch(name)
         except Exception as exc:
             if isinstance(exc, RegistryError):  # its bytes or its base: the same on every try
                 self.state.refused_versions.add(f"{name}@{current.version}")
             return self._refuse(name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        new = ServedAdapter(name, str(version.version), f"{name}@{version.version}", spec, folder)
+        new = ServedAdapter(name, str(version.version), f"{name}@{version.version}", tasks, folder)
         with self.lock:  # in-flight generation finishes first; the next request sees the new version
             try:
                 self._attach(new.adapter_name, adapter)
@@ -178,9 +171,18 @@ class AdapterLibrary:
     def refused(self) -> dict[str, str]:
         return dict(self.state.refused)
 
-    def answer(self, rows: list[tuple[str, str]]) -> list[dict[str, str]]:
-        """``[(text, model name)]`` -> ``[{"label", "adapter", "version"}]``, one mixed batch; an unknown or
-        refused model is a :class:`KeyError` naming it (checked before anything runs)."""
+    def tasks(self) -> dict[str, list[str]]:
+        """Each served composition's tasks (the source models a request may name as ``task``)."""
+        return {name: served.tasks.names for name, served in self.state.served.items() if served.tasks.composed}
+
+    def answer(self, rows: list[tuple[str, str]], tasks: list[str | None] | None = None) -> list[dict[str, str]]:
+        """``[(text, model name)]`` -> ``[{"label", "adapter", "version"}]``, one mixed batch; row ``i`` asked as
+        ``tasks[i]`` (for a composition a source model's name, for any other model its own name; ``None``: the
+        model's default task). An unknown or refused model is a :class:`KeyError` naming it, a task the model
+        does not answer a :class:`loraops.registry.serving.TaskError`, both checked before anything runs."""
+        asked = list(tasks) if tasks is not None else [None] * len(rows)
+        if len(asked) != len(rows):
+            raise ValueError(f"{len(rows)} rows but {len(asked)} tasks")
         with self.lock:
             served = dict(self.state.served)
             for _, name in rows:
@@ -189,9 +191,14 @@ class AdapterLibrary:
                     raise KeyError(f"adapter {name!r} is not served" + (f": {why}" if why else
                                    f" (served: {', '.join(sorted(served)) or 'none'})"))
             chosen = [served[name] for _, name in rows]
-            labels = answer_texts(self.model, self.tokenizer, [c.spec for c in chosen], [t for t, _ in rows],
+            specs = [c.tasks.spec(task, who=c.model_name) for c, task in zip(chosen, asked)]
+            labels = answer_texts(self.model, self.tokenizer, specs, [t for t, _ in rows],
                                   self.batch_size, adapter_names=[c.adapter_name for c in chosen])
-        return [{"label": label, "adapter": c.model_name, "version": c.version} for label, c in zip(labels, chosen)]
+        answers = [{"label": label, "adapter": c.model_name, "version": c.version} for label, c in zip(labels, chosen)]
+        for answer, c, task in zip(answers, chosen, asked):
+            if c.tasks.composed:  # which task answered (the default where none was asked)
+                answer["task"] = task if task is not None else str(c.tasks.default_task)
+        return answers
 
     def close(self) -> None:
         for served in self.state.served.values():

@@ -23,6 +23,7 @@ from loraops.core.tracking import Tracking, connect, git_tags, redact_url
 from loraops.evaluation import EvaluationSummary
 from loraops.modeling import base_info
 from loraops.registry.cleanup import OWNER_TAG, REGISTRATION_TAG, discard_own, repair
+from loraops.registry.composition import TASKS_FILE
 from loraops.registry.hand_moves import check_champion
 from loraops.registry.lineage import (MODEL_SHA256_TAG, base_model_tags, lineage_record, lineage_tags, model_sha256,
                                       version_tags)
@@ -54,12 +55,15 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def signature() -> Any:
-    """Text in, label out: what the served model takes and returns (shown as its schema in the UI)."""
+def signature(composed: bool = False) -> Any:
+    """Text in, label out: what the served model takes and returns (shown as its schema in the UI). A
+    composition also takes an optional ``task`` (a source model's name): MLflow drops columns a signature
+    lacks before the model sees them."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema([ColSpec("string", "label")]))
+    inputs = [ColSpec("string", "text")] + ([ColSpec("string", "task", required=False)] if composed else [])
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("string", "label")]))
 
 
 def verify_uploaded(tracking: Tracking, run_id: str, adapter_md5: str, model_uri: str) -> str:
@@ -133,7 +137,8 @@ def log_adapter_model(tracking: Tracking, adapter_dir: Path, base_dir: Path, bas
                                "base_model_id": base.get("id"), "base_model_sha256": base.get("content_sha256")})
         return tracking.retry(mlflow.pyfunc.log_model, name="model", python_model=str(PYFUNC_ENTRY),
                               artifacts={"adapter": str(adapter_dir), "base_model": str(reference)},
-                              signature=signature(), input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
+                              signature=signature(composed=(adapter_dir / TASKS_FILE).is_file()),
+                              input_example=INPUT_EXAMPLE, pip_requirements=pip_requirements())
 
 
 def register_stage(params: Params, layout: Layout) -> dict[str, Any]:

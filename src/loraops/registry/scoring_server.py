@@ -1,13 +1,16 @@
 """``loraops serve``'s HTTP side: MLflow's scoring protocol over the adapter library, standard library only.
 
-- ``GET /ping``: 200 once the server answers. ``GET /health``: the base hash, the served versions and
-  the refused ones with their reasons.
+- ``GET /ping``: 200 once the server answers. ``GET /health``: the base hash, the served versions, each
+  served composition's tasks and the refused versions with their reasons.
 - ``POST /invocations`` with ``{"dataframe_records": [{"text": ..., "adapter": NAME}, ...]}``,
   ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}`` or ``{"inputs": ...}`` (records, a
   ``{"text": [...], "adapter": [...]}`` dict, or plain strings). ``adapter`` may be left out when one model
-  is served. The answer is ``{"predictions": [{"label", "adapter", "version"}, ...]}``, one per row.
-- A bad request (not JSON, wrong fields, an unknown or refused adapter, a body or batch over the limits)
-  is a 4xx with ``{"error": "<one line>"}``; nothing a client sends can end the server.
+  is served. A row for a composition may name its ``task`` (a source model's name; its first source's task
+  when left out); a row for any other model only its own name. The answer is
+  ``{"predictions": [{"label", "adapter", "version"}, ...]}``, one per row (with ``task`` for a composition).
+- A bad request (not JSON, wrong fields, a task the adapter does not answer: 400; an unknown or refused
+  adapter: 404; a body or batch over the limits: 413) is a 4xx with ``{"error": "<one line>"}``; nothing a
+  client sends can end the server.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from loraops.registry.library import AdapterLibrary, log
+from loraops.registry.serving import TaskError
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,15 @@ def _records(payload: Any) -> list[Any]:
                 not isinstance(data.get("data"), list) or not all(isinstance(r, list) for r in data["data"]):
             raise BadRequest(400, "dataframe_split needs 'columns' (a list) and 'data' (a list of lists)")
         return [dict(zip(data["columns"], row)) for row in data["data"]]
-    if isinstance(data, dict):  # {"text": [...], "adapter": [...]} or one record
+    if isinstance(data, dict):  # {"text": [...], "adapter": [...], "task": [...]} or one record
         if isinstance(data.get("text"), list):
-            adapters = data.get("adapter")
-            if isinstance(adapters, list) and len(adapters) != len(data["text"]):
-                raise BadRequest(400, f"inputs: {len(data['text'])} texts but {len(adapters)} adapters")
-            return [{"text": t, "adapter": adapters[i] if isinstance(adapters, list) else adapters}
+            columns = {}
+            for key in ("adapter", "task"):
+                values = data.get(key)
+                if isinstance(values, list) and len(values) != len(data["text"]):
+                    raise BadRequest(400, f"inputs: {len(data['text'])} texts but {len(values)} {key}s")
+                columns[key] = values if isinstance(values, list) else [values] * len(data["text"])
+            return [{"text": t, "adapter": columns["adapter"][i], "task": columns["task"][i]}
                     for i, t in enumerate(data["text"])]
         return [data]
     if isinstance(data, str):
@@ -62,8 +69,8 @@ def _records(payload: Any) -> list[Any]:
     return data
 
 
-def parse_rows(payload: Any, served: list[str], limits: Limits) -> list[tuple[str, str]]:
-    """``[(text, adapter)]`` from a scoring request, or a :class:`BadRequest` naming what is wrong."""
+def parse_rows(payload: Any, served: list[str], limits: Limits) -> list[tuple[str, str, str | None]]:
+    """``[(text, adapter, task or None)]`` from a scoring request, or a :class:`BadRequest` naming what is wrong."""
     records = _records(payload)
     if not records:
         raise BadRequest(400, "no rows to answer")
@@ -86,7 +93,10 @@ def parse_rows(payload: Any, served: list[str], limits: Limits) -> list[tuple[st
             adapter = served[0]
         if not isinstance(adapter, str):
             raise BadRequest(400, f"row {i}: 'adapter' must be a string")
-        rows.append((text, adapter))
+        task = record.get("task")
+        if task is not None and not isinstance(task, str):
+            raise BadRequest(400, f"row {i}: 'task' must be a string (a source model of a composition)")
+        rows.append((text, adapter, task))
     return rows
 
 
@@ -115,7 +125,7 @@ def _handler(library: AdapterLibrary, limits: Limits) -> type[BaseHTTPRequestHan
             elif self.path == "/health":
                 self._send(200, {"status": "ok" if library.versions() else "no adapter served",
                                  "base_model_sha256": library.base_sha256, "served": library.versions(),
-                                 "refused": library.refused()})
+                                 "tasks": library.tasks(), "refused": library.refused()})
             else:
                 self._error(404, f"no endpoint {self.path.split('?')[0]!r} (GET /ping, /health; POST /invocations)")
 
@@ -136,9 +146,12 @@ def _handler(library: AdapterLibrary, limits: Limits) -> type[BaseHTTPRequestHan
                     raise BadRequest(400, f"the body is not JSON: {exc}") from None
                 rows = parse_rows(payload, sorted(library.versions()), limits)
                 try:
-                    predictions = library.answer(rows)
+                    predictions = library.answer([(text, adapter) for text, adapter, _ in rows],
+                                                 [task for _, _, task in rows])
                 except KeyError as exc:
                     raise BadRequest(404, str(exc.args[0])) from None
+                except TaskError as exc:  # the adapter is served; the row asks it something it does not answer
+                    raise BadRequest(400, str(exc)) from None
                 self._send(200, {"predictions": predictions})
             except BadRequest as exc:
                 self._error(exc.status, str(exc))

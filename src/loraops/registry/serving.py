@@ -24,12 +24,27 @@ from typing import Any
 import mlflow.pyfunc
 
 from loraops.config import PrepareParams
-from loraops.core import RegistryError, read_json
+from loraops.core import LoraopsError, RegistryError, read_json
 from loraops.core.tracking import Tracking, is_missing
 from loraops.data import PROMPT_FILE, label_for_answer, render_prompt, render_row
 from loraops.evaluation import generate_answers
 from loraops.modeling import load_for_inference, verify_base_model
+from loraops.registry.composition import TASKS_FILE
 from loraops.registry.lineage import MODEL_SHA256_TAG, model_sha256
+
+
+def _column(model_input: Any, name: str) -> list[Any] | None:
+    """The values of column ``name`` of a DataFrame or dict input (``None`` when it has none)."""
+    if not (hasattr(model_input, "columns") or isinstance(model_input, dict)) or name not in model_input:
+        return None
+    column = model_input[name]
+    if isinstance(column, str) or not hasattr(column, "__iter__"):
+        return [column]
+    values = list(column)
+    # MLflow's schema check turns {"text": [a, b]} into one row whose cell is the list [a, b].
+    if len(values) == 1 and not isinstance(values[0], str) and hasattr(values[0], "__iter__"):
+        values = list(values[0])
+    return values
 
 
 def request_texts(model_input: Any) -> list[str]:
@@ -37,17 +52,32 @@ def request_texts(model_input: Any) -> list[str]:
     if isinstance(model_input, str):
         return [model_input]
     if hasattr(model_input, "columns") or isinstance(model_input, dict):
-        if "text" not in model_input:
+        values = _column(model_input, "text")
+        if values is None:
             raise ValueError("input needs a 'text' column")
-        column = model_input["text"]
-        if isinstance(column, str):
-            return [column]
-        values = list(column)
-        # MLflow's schema check turns {"text": [a, b]} into one row whose cell is the list [a, b].
-        if len(values) == 1 and not isinstance(values[0], str) and hasattr(values[0], "__iter__"):
-            values = list(values[0])
         return [str(t) for t in values]
     return [str(t) for t in model_input]
+
+
+def request_tasks(model_input: Any, rows: int) -> list[str | None]:
+    """The ``task`` asked of each of ``rows`` rows: the input's optional ``task`` column (one value is every
+    row's), ``None`` where a row names none (a missing cell of a DataFrame reads as NaN)."""
+    values = _column(model_input, "task")
+    if values is None:
+        return [None] * rows
+    if len(values) == 1:
+        values = values * rows
+    if len(values) != rows:
+        raise ValueError(f"input has {rows} texts but {len(values)} tasks")
+    tasks: list[str | None] = []
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and value != value):  # None or NaN: not asked
+            tasks.append(None)
+        elif isinstance(value, str):
+            tasks.append(value)
+        else:
+            raise ValueError(f"row {i}: 'task' must be a string (a source model's name)")
+    return tasks
 
 
 BASE_DIR_ENV = "LORAOPS_BASE_MODEL_DIR"  # at load time: where this machine keeps the base (its hash still checked)
@@ -72,11 +102,14 @@ class PromptSpec:
     """How one adapter is asked and answers: its ``loraops_prompt.json`` (labels, the template rendered at
     training time, the prepare params of versions registered before the template was stored)."""
 
-    def __init__(self, adapter_dir: Path):
-        spec = read_json(adapter_dir / PROMPT_FILE)
+    def __init__(self, spec: dict[str, Any]):
         self.labels: list[str] = spec["labels"]
         self.template: str | None = spec.get("template")
         self.prepare = PrepareParams(**spec["prepare"])
+
+    @classmethod
+    def read(cls, adapter_dir: Path) -> PromptSpec:
+        return cls(read_json(adapter_dir / PROMPT_FILE))
 
     def prompt(self, text: str, tokenizer: Any) -> str:
         if self.template is not None:
@@ -86,6 +119,49 @@ class PromptSpec:
     def answer_tokens(self, tokenizer: Any) -> int:
         """Enough new tokens for the longest label and its end-of-turn."""
         return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in self.labels) + 2
+
+
+class TaskError(LoraopsError, ValueError):
+    """A request asks a task the adapter does not answer (the message names it and the known ones)."""
+
+
+class AdapterTasks:
+    """The tasks one adapter answers, each with its prompt spec.
+
+    A composition (``loraops compose``: ``compose_tasks.json`` beside its prompt file) answers each source
+    model's task, asked by the source model's name, and its first source's when none is named (its prompt
+    file is a copy of that source's). Any other adapter answers its own task only; ``own`` names it (the
+    registered model, where the caller knows it)."""
+
+    def __init__(self, adapter_dir: Path, own: str | None = None):
+        first = read_json(adapter_dir / PROMPT_FILE)
+        tasks_file = adapter_dir / TASKS_FILE
+        self.composed = tasks_file.is_file()
+        if self.composed:
+            raw = read_json(tasks_file)
+            self.specs = {name: PromptSpec(spec) for name, spec in raw.items()}
+            # The file's keys are sorted, not in source order: the first source is the one the prompt file copies.
+            self.default_task: str | None = next((n for n, spec in raw.items() if spec == first), next(iter(raw)))
+            self.default = self.specs[self.default_task]
+        else:
+            self.default, self.default_task = PromptSpec(first), own
+            self.specs = {own: self.default} if own is not None else {}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+    def spec(self, task: str | None, who: str = "this model") -> PromptSpec:
+        """The prompt spec of ``task`` (the default task's for ``None``), or a :class:`TaskError` in one line."""
+        if task is None:
+            return self.default
+        found = self.specs.get(task)
+        if found is not None:
+            return found
+        if not self.composed:
+            only = f"; it answers its own task {self.default_task!r} only" if self.default_task is not None else ""
+            raise TaskError(f"task {task!r}: {who} is not a composition{only} (leave 'task' out)")
+        raise TaskError(f"task {task!r} is not one of {who}'s tasks ({', '.join(self.names)})")
 
 
 class _RowAdapters:
@@ -128,20 +204,23 @@ def answer_texts(model: Any, tokenizer: Any, specs: list[PromptSpec], texts: lis
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
-    """Input: a DataFrame with a ``text`` column (or a list of strings). Output: predicted labels."""
+    """Input: a DataFrame with a ``text`` column (or a list of strings) and, for a composition, an optional
+    ``task`` column (a source model's name; its first source's task where left out). Output: predicted labels,
+    each row asked and answered as its task's prompt spec says."""
 
     def load_context(self, context: Any) -> None:
         adapter = Path(context.artifacts["adapter"])
         base_dir, base_sha256 = base_model_reference(context)
         verify_base_model(base_dir, base_sha256)
         self.model, self.tokenizer = load_for_inference(base_dir, adapter)
-        self.spec = PromptSpec(adapter)
-        self.labels = self.spec.labels
+        self.tasks = AdapterTasks(adapter)
+        self.labels = self.tasks.default.labels
         self.batch_size = int((context.model_config or {}).get("batch_size", 16))
 
     def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce a schema from them
         texts = request_texts(model_input)
-        return answer_texts(self.model, self.tokenizer, [self.spec] * len(texts), texts, self.batch_size)
+        specs = [self.tasks.spec(task) for task in request_tasks(model_input, len(texts))]  # all checked first
+        return answer_texts(self.model, self.tokenizer, specs, texts, self.batch_size)
 
 
 def _resolve(tracking: Tracking, name: str, ref: str) -> Any:
@@ -181,3 +260,37 @@ def load_verified(tracking: Tracking, name: str, ref: str) -> Any:
     from the artifact runs."""
     _, local = download_verified(tracking, name, ref)
     return mlflow.pyfunc.load_model(str(local))
+
+
+def accepts_task(model: Any) -> bool:
+    """Whether a loaded pyfunc's signature has the ``task`` column: MLflow drops input columns its signature
+    lacks (with a warning), so a composition registered before tasks could be asked would answer every row
+    as its first source's task."""
+    schema = model.metadata.get_input_schema()
+    return schema is not None and "task" in schema.input_names()
+
+
+def predict_verified(tracking: Tracking, name: str, ref: str, texts: list[str], task: str | None = None) -> list[str]:
+    """The labels version (or alias) ``ref`` of ``name`` answers for ``texts``, through its registered pyfunc
+    (loaded as :func:`load_verified` loads it), each asked as ``task``: a source model's name for a
+    composition, or ``name`` itself for any other model. A task the model does not answer is a
+    :class:`TaskError` in one line, before the model loads."""
+    version, local = download_verified(tracking, name, ref)
+    tasks = AdapterTasks(adapter_dir(local), own=name)
+    if task is not None:
+        tasks.spec(task, who=name)
+    model = mlflow.pyfunc.load_model(str(local))
+    if task is None or not tasks.composed:
+        return list(model.predict({"text": texts}))
+    if not accepts_task(model):
+        raise TaskError(f"{name} version {version.version} was registered before a composition could be asked per "
+                        "task (its signature has no 'task' column); compose it again to ask by task")
+    return list(model.predict({"text": texts, "task": [task] * len(texts)}))
+
+
+def adapter_dir(local: Path) -> Path:
+    """The adapter folder inside a downloaded loraops model (the one holding its prompt file)."""
+    found = sorted(local.rglob(PROMPT_FILE))
+    if not found:
+        raise RegistryError(f"{local}: the model holds no {PROMPT_FILE}; not a loraops adapter")
+    return found[0].parent
