@@ -64,12 +64,21 @@ def expanded_records(rows: int, seed: int) -> list[dict]:
     return out
 
 
+def _peak_rss_mb() -> float:
+    """This process's resident high-water mark (VmHWM). Not ru_maxrss: Linux carries that over exec from the
+    parent, so a child of a large process would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def validate_once(rows: int, base: Path | None, seed: int) -> dict:
     """One validation of ``rows`` rows in this (fresh) process: phase seconds and the peak RSS."""
     started = time.perf_counter()
     records = expanded_records(rows, seed)
     make_s = time.perf_counter() - started
-    rss_records = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_records = _peak_rss_mb()
     started = time.perf_counter()
     from loraops.config import ValidateParams
     from loraops.validation import validate_dataset
@@ -93,7 +102,7 @@ def validate_once(rows: int, base: Path | None, seed: int) -> dict:
             "validate_seconds": round(validate_s, 2), "import_seconds": round(import_s, 2),
             "tokenizer_load_seconds": None if tokenizer_s is None else round(tokenizer_s, 2),
             "make_records_seconds": round(make_s, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
             "rss_after_records_mb": round(rss_records, 1),
             "success": report.success, "failures": [f"{f.severity}: {f.check}: {f.rows} rows" for f in report.failures]}
 
@@ -128,12 +137,18 @@ def validation_part(base: Path | None, seed: int) -> dict:
 
 
 def evaluation_part(base: Path, seed: int, batch_sizes: list[int], sizes: list[int], fixed_items: int,
-                    fixed_batch: int) -> dict:
+                    fixed_batch: int, prepared: Path | None) -> dict:
     from bench.bench_eval import sample_rows
     from loraops.config import EvalParams
+    from loraops.core import read_jsonl
     from loraops.evaluation import run_model
 
-    rows = sample_rows(base, max([*sizes, fixed_items]), seed)
+    needed = max([*sizes, fixed_items])
+    if prepared is not None:  # a project's prepared test rows, repeated in order as far as the sizes need
+        own = read_jsonl(prepared)
+        rows = [own[i % len(own)] for i in range(needed)]
+    else:
+        rows = sample_rows(base, needed, seed)
 
     def timed(items: int, batch: int) -> dict:
         started = time.perf_counter()
@@ -148,9 +163,11 @@ def evaluation_part(base: Path, seed: int, batch_sizes: list[int], sizes: list[i
     timed(min(sizes), fixed_batch)  # warm-up: the first call pays torch's one-time kernel setup
     by_batch = [timed(fixed_items, b) for b in batch_sizes]
     by_size = [timed(n, fixed_batch) for n in sizes]
-    return {"model": str(base), "by_batch_size": by_batch, "by_test_set_size": by_size,
+    return {"model": str(base), "rows": str(prepared) if prepared else "CLINC150 test rows (150 labels), rendered",
+            "by_batch_size": by_batch, "by_test_set_size": by_size,
             "fit_test_set_size": fit([(p["items"], p["seconds"]) for p in by_size]),
-            "note": "base model, zero-shot prompts as the prepare stage renders them; includes model load per call"}
+            "note": "the base model on zero-shot prompts, constrained decoding and the NLL pass; each call "
+                    "includes loading the model (a few seconds)"}
 
 
 def search_part(trials: list[int], steps: int) -> dict:
@@ -205,9 +222,11 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=None, help="the real base model folder (tokenizer, evaluation)")
     parser.add_argument("--parts", nargs="+", default=["validation", "evaluation", "search"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-rows", type=Path, default=None,
+                        help="a prepared test.jsonl (default: CLINC150 test rows rendered with 150 labels)")
     parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[1, 4, 16, 32])
-    parser.add_argument("--eval-sizes", type=int, nargs="+", default=[50, 100, 200, 400])
-    parser.add_argument("--eval-fixed-items", type=int, default=100)
+    parser.add_argument("--eval-sizes", type=int, nargs="+", default=[28, 56, 112])
+    parser.add_argument("--eval-fixed-items", type=int, default=32)
     parser.add_argument("--eval-fixed-batch", type=int, default=16)
     parser.add_argument("--search-trials", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--search-steps", type=int, default=6)
@@ -221,17 +240,16 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result.update({"benchmark": "scaling", "machine": machine_info(),
                    "reproduce": "python -m bench.scaling " + " ".join(sys.argv[1:])})
-    if "validation" in args.parts:
-        result["validation"] = validation_part(args.base, args.seed)
-    if "evaluation" in args.parts:
-        if args.base is None:
-            raise SystemExit("error: --base is needed for the evaluation part")
-        result["evaluation"] = evaluation_part(args.base, args.seed, args.eval_batch_sizes, args.eval_sizes,
-                                               args.eval_fixed_items, args.eval_fixed_batch)
-    if "search" in args.parts:
-        result["search"] = search_part(args.search_trials, args.search_steps)
+    if "evaluation" in args.parts and args.base is None:
+        raise SystemExit("error: --base is needed for the evaluation part")
+    parts = {"validation": lambda: validation_part(args.base, args.seed),
+             "search": lambda: search_part(args.search_trials, args.search_steps),
+             "evaluation": lambda: evaluation_part(args.base, args.seed, args.eval_batch_sizes, args.eval_sizes,
+                                                   args.eval_fixed_items, args.eval_fixed_batch, args.eval_rows)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name in args.parts:  # each part is written as soon as it is measured
+        result[name] = {**parts[name](), "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -184,10 +184,11 @@ def test_two_pool_workers_share_one_postgres_study_within_its_budget(tmp_path, p
         for r in sorted(runs, key=lambda r: r.name):
             print(f"{r.name}: started {(r.start_time - r.created).total_seconds():.1f} s after it was created, "
                   f"ran {r.total_run_time.total_seconds():.1f} s")
-    # Each pool worker ran one of the two flow runs.
+    # The pool's workers (not the pipeline's process) picked up every flow run. Which worker took which is the
+    # pool's business: two workers may both try to claim one run (the server lets one have it), and a worker
+    # that finished its run may take the next, so the split between them is not asserted.
     submitted = [set(re.findall(r"submitting flow run '([0-9a-f-]+)'", log.read_text())) for _, log in workers]
-    assert sorted(map(len, submitted)) == [1, 1] and submitted[0] | submitted[1] == {str(r.id) for r in runs}, \
-        stack.logs()
+    assert submitted[0] | submitted[1] == {str(r.id) for r in runs}, stack.logs()
     every_log = "\n".join(path.read_text() for path in stack.work.glob("*.log"))
     assert PASSWORD not in output and PASSWORD not in every_log
 
