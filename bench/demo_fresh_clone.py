@@ -38,6 +38,8 @@ class TreeMemory:
 
     def __init__(self, pid: int) -> None:
         self.root, self.peak_process_mb, self.peak_tree_mb = pid, 0.0, 0.0
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, largest process RSS in MB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -55,13 +57,15 @@ class TreeMemory:
             except psutil.Error:
                 continue
             if rss:
+                self.samples.append((time.monotonic() - self.started, max(rss)))
                 self.peak_process_mb = max(self.peak_process_mb, max(rss))
                 self.peak_tree_mb = max(self.peak_tree_mb, sum(rss))
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return {"peak_process_rss_mb": round(self.peak_process_mb, 1), "peak_tree_rss_mb": round(self.peak_tree_mb, 1)}
+        return {"peak_process_rss_mb": round(self.peak_process_mb, 1), "peak_tree_rss_mb": round(self.peak_tree_mb, 1),
+                "samples": self.samples}
 
 
 def timed_lines(cmd: list[str], cwd: Path, env: dict, log,
@@ -87,6 +91,17 @@ def stage_seconds(lines: list[tuple[float, str]], end: float) -> dict[str, float
     out: dict[str, float] = {}
     for (stamp, name), following in zip(starts, [*starts[1:], (end, None)]):
         out[name] = round(out.get(name, 0.0) + following[0] - stamp, 1)
+    return out
+
+
+def stage_peak_rss(lines: list[tuple[float, str]], samples: list[tuple[float, float]], end: float) -> dict:
+    """Largest process RSS (MB) sampled while each stage ran (from its 'starting stage' line to the next)."""
+    starts = [(stamp, m.group(1)) for stamp, line in lines if (m := STARTING.search(line))]
+    out: dict[str, float] = {}
+    for (stamp, name), following in zip(starts, [*starts[1:], (end, None)]):
+        seen = [rss for t, rss in samples if stamp <= t < following[0]]
+        if seen:
+            out[name] = round(max(out.get(name, 0.0), max(seen)), 1)
     return out
 
 
@@ -121,6 +136,7 @@ def main() -> None:
         "command": "make demo", "exit_code": code, "wall_seconds": round(wall, 1),
         "setup_seconds": None if first_flow_line is None else round(first_flow_line, 1),
         "stage_seconds": stage_seconds(lines, wall),
+        "stage_peak_process_rss_mb": stage_peak_rss(lines, memory.pop("samples", []), wall),
         # As the clone's params say (the stage logs "starting stage search" either way).
         "search_enabled": bool(yaml.safe_load((dest / "params.yaml").read_text())["search"]["enabled"]),
         "decision": decision, "version": registered.get("version"),

@@ -22,6 +22,7 @@ from loraops.evaluation.metrics import load_metric, normalise_answer, score_answ
 from loraops.evaluation.prefix import SharedPrefix
 from loraops.evaluation.retention import retention_prompts, score_retention
 from loraops.modeling import device, load_base, load_for_inference, load_tokenizer, recorded_trust
+from loraops.training.loss import logits_at
 
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], batch_size: int,
@@ -100,14 +101,17 @@ def answer_nll(model: Any, tokenizer: Any, prompts: list[str], answers: list[str
             targets[row, n_prompt - skip:len(seq) - skip] = torch.tensor(seq[n_prompt:])
         inputs = ({"input_ids": ids.to(device()), "attention_mask": mask.to(device())} if shared is None
                   else shared.forward_inputs(ids, mask))
+        labels = targets[:, 1:].to(device())
+        rows, cols = (labels != -100).nonzero(as_tuple=True)
         with torch.inference_mode():
-            logits = model(**inputs).logits.float()
-        shifted, labels = logits[:, :-1], targets[:, 1:].to(logits.device)
-        loss = torch.nn.functional.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), labels.reshape(-1),
-                                                 ignore_index=-100, reduction="none").view(labels.shape)
-        counts = (labels != -100).sum(dim=1)
+            # Logits at the answer positions only: the prompt's (most of a few-shot prompt) are never needed.
+            logits = logits_at(model, inputs, rows, cols).float()
+            loss = torch.nn.functional.cross_entropy(logits, labels[rows, cols], reduction="none")
+        sums = torch.zeros(len(chosen), dtype=loss.dtype, device=loss.device).index_add_(0, rows, loss)
+        counts = torch.zeros(len(chosen), dtype=torch.long, device=loss.device).index_add_(
+            0, rows, torch.ones_like(rows))
         for row, i in enumerate(chosen):
-            out[i] = (float(loss[row].sum()), int(counts[row]))
+            out[i] = (float(sums[row]), int(counts[row]))
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 from loraops import data, evaluation, modeling, prepare, registry, rehearsal, search, training, validation
 from loraops.config import Params
 from loraops.core import ConfigError, Layout, StageOrderError
+from loraops.core.allocator import release_free_memory
 from loraops.core.distributed import is_main, world_size
 from loraops.core.pipeline_run import begin_stage, fail_pass, pipeline_run_id, start_pass
 from loraops.core.tracking import connect
@@ -46,14 +47,19 @@ def run_stage(name: str, params: Params, layout: Layout) -> dict:
         raise ConfigError(f"stage {name} runs in one process; only {' and '.join(MULTI_PROCESS_STAGES)} run "
                           f"under a launcher ({world_size()} processes here)")
     preflight(params, layout)
-    if not is_main():  # the pass's record (and its MLflow run) is rank 0's
-        return STAGES[name](params, layout)
-    begin_stage(layout, params.registry, name, PIPELINE.index(name))
     try:
-        return STAGES[name](params, layout)
-    except BaseException as exc:
-        fail_pass(layout, params.registry, name, exc)
-        raise
+        if not is_main():  # the pass's record (and its MLflow run) is rank 0's
+            return STAGES[name](params, layout)
+        begin_stage(layout, params.registry, name, PIPELINE.index(name))
+        try:
+            return STAGES[name](params, layout)
+        except BaseException as exc:
+            fail_pass(layout, params.registry, name, exc)
+            raise
+    finally:
+        # Every way of running a stage (CLI, dvc repro, the Prefect flows) comes through here: what the stage
+        # freed goes back to the system, so the next stage in this process does not start on top of it.
+        release_free_memory()
 
 
 def open_pipeline_run(params: Params, layout: Layout) -> str:

@@ -38,6 +38,17 @@ def causal_parts(model: Any) -> tuple[Any, Any] | None:
     return decoder, head
 
 
+def logits_at(model: Any, inputs: dict[str, Any], rows: Any, cols: Any, only_there: bool = True) -> Any:
+    """The logits at positions ``(rows[i], cols[i])`` of a forward pass over ``inputs``: the output projection
+    applied at those positions only (``only_there`` and :func:`causal_parts` finds the projection), else taken
+    from the logits of every position. Training, validation and the evaluator's answer scoring all use it."""
+    parts = causal_parts(model) if only_there else None
+    if parts is None:
+        return model(**inputs).logits[rows, cols]
+    decoder, head = parts
+    return head(decoder(**inputs).last_hidden_state[rows, cols])
+
+
 def per_example_losses(model: Any, batch: dict[str, Any], answer_only: bool = True) -> tuple[Any, Any]:
     """(mean cross-entropy of each example's answer tokens, answer tokens per example) for a collated batch
     (``input_ids``, ``attention_mask``, ``labels`` with :data:`IGNORE` outside the answers)."""
@@ -47,13 +58,9 @@ def per_example_losses(model: Any, batch: dict[str, Any], answer_only: bool = Tr
     labels = batch["labels"]
     targets = labels[:, 1:]
     rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
-    parts = causal_parts(model) if answer_only else None
-    if parts is not None:
-        decoder, head = parts
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[rows, cols])  # position t predicts token t + 1
-    else:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[rows, cols]
+    # Position t predicts token t + 1.
+    logits = logits_at(model, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, rows,
+                       cols, answer_only)
     token_losses = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
     counts = torch.zeros(labels.shape[0], dtype=token_losses.dtype, device=token_losses.device)
     counts.index_add_(0, rows, torch.ones_like(token_losses))

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from loraops.config import LoraParams
+from loraops.core.allocator import release_free_memory
 from loraops.modeling import load_base, load_tokenizer, lora_config
+from loraops.training.dropout import fold_lora_dropout
 
 
 def training_base(base_dir: Path, method: str) -> Any:
@@ -51,7 +53,9 @@ def attach_adapter(model: Any, lora: LoraParams, seed: int | None = None) -> Any
 
     if seed is not None:
         set_seed(seed)
-    return get_peft_model(model, lora_config(lora))
+    peft_model = get_peft_model(model, lora_config(lora))
+    fold_lora_dropout(peft_model)  # same masks and gradients, a bool mask kept for backward, not a float copy
+    return peft_model
 
 
 @dataclass
@@ -171,4 +175,6 @@ class ResidentBase:
                           stacklevel=2)
             self._model = self._state = None
             return False
+        finally:
+            release_free_memory()  # the trial's activations and optimiser state: the next trial starts lean
         return True
