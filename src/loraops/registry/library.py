@@ -18,6 +18,7 @@ each a named PEFT adapter (never a merged copy), answered per row in mixed batch
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import tempfile
@@ -129,6 +130,11 @@ class AdapterLibrary:
                     router = row_router(self.model)
                     if router.signature != router.current_signature():
                         router.rebuild()
+            if lines:
+                # What was just loaded lives as long as it is served: out of the collector's way, so that a full
+                # collection during a request does not walk the base, the adapters and every imported module.
+                gc.collect()
+                gc.freeze()
         return lines
 
     def _refresh_one(self, name: str) -> str | None:

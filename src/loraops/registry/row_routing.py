@@ -167,7 +167,7 @@ class RowRouter:
             flat = xs.reshape(route.rows, -1, xs.shape[-1])
             delta = torch.bmm(torch.bmm(flat, stack.a[route.index]), stack.b[route.index])
             delta = delta.reshape(*x.shape[:-1], delta.shape[-1])
-        return output + delta.to(output.dtype)
+        return output.add_(delta.to(output.dtype))  # the base output is this layer's own fresh tensor
 
     # --- routing -----------------------------------------------------------------------------------------
 
