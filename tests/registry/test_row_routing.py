@@ -145,3 +145,28 @@ def test_the_stacks_follow_adapters_loaded_and_deleted(model, batch):
     assert set(router.slots) == {"attn-r2", "all-r4", "mlp-r16"} and router.path(rows) == "stacked"
     for i, name in enumerate(rows):
         torch.testing.assert_close(mixed[i], alone[name][i], atol=1e-4, rtol=1e-4)
+
+
+def test_serving_answers_route_rows_through_the_stacked_path(model, batch, monkeypatch):
+    """``answer_texts`` with per-row adapters (what ``loraops serve`` calls) answers as each adapter alone,
+    through the router's stacked path (PEFT's per-row path is never entered)."""
+    from peft.tuners.lora import layer as lora
+
+    from loraops.config import PrepareParams
+    from loraops.data import prompt_spec
+    from loraops.registry.serving import PromptSpec, answer_texts
+
+    tokenizer, _ = batch
+    spec = PromptSpec(prompt_spec(["track_order", "cancel_order", "request_refund"], PrepareParams()))
+    rows = ["attn-r2", "mlp-r8", "all-r4", "attn-r2"]
+    alone = {}
+    for name in set(rows):
+        model.set_adapter(name)
+        alone[name] = answer_texts(model, tokenizer, [spec] * len(TEXTS), TEXTS, 4)
+    entered = []
+    original = lora.Linear._mixed_batch_forward
+    monkeypatch.setattr(lora.Linear, "_mixed_batch_forward",  # a spy: PEFT's per-row path still runs if entered
+                        lambda self, *a, **k: entered.append(1) or original(self, *a, **k))
+    mixed = answer_texts(model, tokenizer, [spec] * len(TEXTS), TEXTS, 4, adapter_names=rows)
+    assert mixed == [alone[name][i] for i, name in enumerate(rows)]
+    assert entered == [] and row_router(model).path(rows) == "stacked"
