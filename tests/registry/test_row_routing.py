@@ -89,6 +89,9 @@ def test_a_mixed_batch_on_the_stacked_path_equals_each_adapter_alone(model, batc
     with torch.inference_mode():
         single = router(["mlp-r8"] * len(TEXTS), **inputs).logits
     torch.testing.assert_close(single, alone["mlp-r8"], atol=1e-4, rtol=1e-4)
+    # each adapter is held once: PEFT's weights of a layer are views of that layer's stacks
+    q_proj = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn.q_proj"))
+    assert len({q_proj.lora_A[n].weight.untyped_storage().data_ptr() for n in ("attn-r2", "all-r4")}) == 1
     # outside a routed batch the model is PEFT's again: the active adapter, no delta added twice
     torch.testing.assert_close(alone_logits(model, "all-r4", inputs), alone["all-r4"])
 

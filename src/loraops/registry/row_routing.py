@@ -3,9 +3,10 @@
 PEFT's per-row path (``adapter_names=``) loops over the batch's adapters inside every LoRA layer: a gather of
 the adapter's rows, its two small products and an ``index_add`` per adapter and layer, hundreds of small ops
 per forward pass. :class:`RowRouter` computes the same sums with a fixed number of ops per layer whatever
-the mix: per LoRA layer, the served adapters' ``A`` and ``B`` are stacked (zero-padded to the largest rank,
-the scaling folded into ``B``; an adapter that does not target the layer is all zeros there) and a batch
-adds ``bmm(bmm(x, A[slot]), B[slot])`` (each row's own matrices, gathered) to the base layer's output.
+the mix: per LoRA layer, the served adapters' ``A`` and ``B`` are stacked (unpadded, one adapter under the
+other; PEFT's own weights become views of the stacks, so nothing is held twice) and a batch adds
+``bmm(bmm(x, A[rows]) * scaling, B[rows])`` to the base layer's output, each row's matrices gathered from the
+stacks and zero-padded to the batch's largest rank (an adapter that does not target the layer: zeros).
 
 How, with no PEFT internals changed: while a batch is routed, every LoRA layer runs as its base layer
 (PEFT's own "adapters disabled" flag) and a forward hook adds the stacked delta for the row -> adapter
@@ -31,18 +32,43 @@ _ROUTER_ATTR = "_loraops_row_router"
 
 
 class _LayerStack:
-    """One LoRA layer's stacked adapters: ``a`` [slots, in, R], ``b`` [slots, R, out] (scaling in ``b``);
-    ``own[slot]`` that adapter's unpadded views, ``None`` where it does not target this layer."""
+    """One LoRA layer's stacked adapters, unpadded: ``a`` [S + 1, in] is every adapter's ``lora_A`` weight one
+    under the other (S: the sum of their ranks), ``b`` [S + 1, out] their ``lora_B`` transposed, ``scale``
+    [S + 1] each row's adapter scaling; the last row is zeros (a row whose adapter does not target this
+    layer, or the base). ``spans[slot]``: (first row, rank, scaling) of that adapter, ``None`` where it does not
+    target this layer. ``layout``: the spans as a key, shared by the layers stacked alike."""
 
-    def __init__(self, a: Any, b: Any, own: list[tuple[Any, Any] | None]):
-        self.a, self.b, self.own = a, b, own
+    def __init__(self, a: Any, b: Any, scale: Any, spans: list[tuple[int, int, float] | None]):
+        self.a, self.b, self.scale, self.spans = a, b, scale, spans
+        self.zero = int(a.shape[0]) - 1
+        self.layout = tuple(spans)
 
 
 class _Route:
-    """The batch being routed: each row's slot (a tensor) and, when all rows share one, that slot."""
+    """The batch being routed: each row's slot and, when all rows share one, that slot; ``columns`` caches,
+    per layer layout, each row's rows of the stacks (padded with the zero row to the batch's largest rank)."""
 
-    def __init__(self, index: Any, single: int | None):
-        self.index, self.single, self.rows = index, single, int(index.shape[0])
+    def __init__(self, slots: list[int]):
+        self.slots, self.rows = slots, len(slots)
+        self.single = slots[0] if len(set(slots)) == 1 else None
+        self.columns: dict[tuple[Any, ...], Any] = {}
+
+    def columns_for(self, stack: _LayerStack) -> Any:
+        """[rows, R] indices into ``stack``'s rows (``None``: no row's adapter targets this layer)."""
+        import torch
+
+        key = (stack.layout, stack.a.device)
+        found = self.columns.get(key, False)
+        if found is not False:
+            return found
+        spans = [stack.spans[slot] for slot in self.slots]
+        rank = max((span[1] for span in spans if span is not None), default=0)
+        columns = None
+        if rank:
+            columns = torch.tensor([[span[0] + j if span is not None and j < span[1] else stack.zero
+                                     for j in range(rank)] for span in spans], dtype=torch.long, device=stack.a.device)
+        self.columns[key] = columns
+        return columns
 
 
 def _unsupported(model: Any, name: str) -> str | None:
@@ -127,25 +153,33 @@ class RowRouter:
 
     @staticmethod
     def _stack(module: Any, stacked: list[str]) -> _LayerStack:
+        """Stack the layer's adapters; PEFT's own ``lora_A``/``lora_B`` weights then become views of the stacks,
+        so each adapter is held once (PEFT's path, the fallback, reads the very same numbers)."""
         import torch
 
-        in_features, out_features = module.in_features, module.out_features
-        present = [name for name in stacked if name in module.lora_A]
-        dtype = module.lora_A[present[0]].weight.dtype
-        device = module.lora_A[present[0]].weight.device
-        rank = max(module.lora_A[name].weight.shape[0] for name in present)
-        a = torch.zeros(len(stacked) + 1, in_features, rank, dtype=dtype, device=device)
-        b = torch.zeros(len(stacked) + 1, rank, out_features, dtype=dtype, device=device)
-        own: list[tuple[Any, Any] | None] = [None] * (len(stacked) + 1)
-        for slot, name in enumerate(stacked):
-            if name not in module.lora_A:
-                continue
+        present = [(slot, name) for slot, name in enumerate(stacked) if name in module.lora_A]
+        first = module.lora_A[present[0][1]].weight
+        total = sum(module.lora_A[name].weight.shape[0] for _, name in present)
+        a = torch.zeros(total + 1, module.in_features, dtype=first.dtype, device=first.device)
+        b = torch.zeros(total + 1, module.out_features, dtype=first.dtype, device=first.device)
+        scale = torch.zeros(total + 1, dtype=first.dtype, device=first.device)
+        spans: list[tuple[int, int, float] | None] = [None] * (len(stacked) + 1)
+        start = 0
+        for slot, name in present:
             weight_a, weight_b = module.lora_A[name].weight, module.lora_B[name].weight  # [r, in], [out, r]
-            r = weight_a.shape[0]
-            a[slot, :, :r] = weight_a.t().to(dtype)
-            b[slot, :r, :] = (weight_b.t() * module.scaling[name]).to(dtype)
-            own[slot] = (a[slot, :, :r], b[slot, :r, :])
-        return _LayerStack(a, b, own)
+            r, scaling = weight_a.shape[0], float(module.scaling[name])
+            a[start:start + r] = weight_a
+            b[start:start + r] = weight_b.t()
+            scale[start:start + r] = scaling
+            spans[slot] = (start, r, scaling)
+            start += r
+        for slot, name in present:
+            begin, r, _ = spans[slot]
+            for weight, view in ((module.lora_A[name].weight, a[begin:begin + r]),
+                                 (module.lora_B[name].weight, b[begin:begin + r].t())):
+                if weight.dtype == view.dtype and weight.device == view.device:
+                    weight.data = view
+        return _LayerStack(a, b, scale, spans)
 
     def _add_delta(self, stack: _LayerStack, module: Any, args: tuple[Any, ...], output: Any) -> Any:
         import torch
@@ -159,14 +193,20 @@ class RowRouter:
                                "(beam search or another row expansion cannot be routed per row)")
         xs = x.to(stack.a.dtype)
         if route.single is not None:
-            own = stack.own[route.single]
-            if own is None:  # this adapter does not target this layer
+            span = stack.spans[route.single]
+            if span is None:  # this adapter does not target this layer
                 return None
-            delta = (xs @ own[0]) @ own[1]
+            begin, r, scaling = span
+            hidden = xs @ stack.a[begin:begin + r].t()
+            delta = hidden.mul_(scaling) @ stack.b[begin:begin + r]
         else:
+            columns = route.columns_for(stack)
+            if columns is None:
+                return None
             flat = xs.reshape(route.rows, -1, xs.shape[-1])
-            delta = torch.bmm(torch.bmm(flat, stack.a[route.index]), stack.b[route.index])
-            delta = delta.reshape(*x.shape[:-1], delta.shape[-1])
+            hidden = torch.bmm(flat, stack.a[columns].transpose(1, 2))  # [rows, tokens, R]
+            hidden.mul_(stack.scale[columns].unsqueeze(1))
+            delta = torch.bmm(hidden, stack.b[columns]).reshape(*x.shape[:-1], stack.b.shape[-1])
         return output.add_(delta.to(output.dtype))  # the base output is this layer's own fresh tensor
 
     # --- routing -----------------------------------------------------------------------------------------
@@ -182,8 +222,6 @@ class RowRouter:
     def routed(self, adapter_names: list[str]) -> Iterator[dict[str, Any]]:
         """Inside: call the model with the yielded keyword arguments added (none on the stacked path,
         ``adapter_names`` on PEFT's); rows are routed as ``adapter_names`` says."""
-        import torch
-
         if self.signature != self.current_signature():
             self.rebuild()
         names = list(adapter_names)
@@ -192,13 +230,11 @@ class RowRouter:
             return
         zero = len(self.slots)
         slots = [self.slots.get(name, zero) for name in names]
-        device = next(self.model.parameters()).device
         with self._lock:
             disabled = [layer._disable_adapters for layer in self._tuner_layers]
             for layer in self._tuner_layers:
                 layer._disable_adapters = True  # each LoRA layer computes its base layer only
-            self._route = _Route(torch.tensor(slots, dtype=torch.long, device=device),
-                                 slots[0] if len(set(slots)) == 1 else None)
+            self._route = _Route(slots)
             try:
                 yield {}
             finally:
