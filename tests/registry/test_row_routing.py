@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from loraops.modeling import load_base, load_tokenizer  # noqa: E402
+from loraops.registry import row_routing  # noqa: E402
 from loraops.registry.row_routing import BASE_ROW, row_router  # noqa: E402
 
 # name -> (rank, alpha, target modules): different ranks, targets and scalings
@@ -70,7 +71,13 @@ def alone_logits(model, name: str, inputs) -> torch.Tensor:
         return model(**inputs).logits
 
 
-def test_a_mixed_batch_on_the_stacked_path_equals_each_adapter_alone(model, batch):
+# 0: always gather each row's own matrices; huge: always multiply by all adapters and mask
+WAYS = pytest.mark.parametrize("gather_cost", [0, 10**9], ids=["gathered", "masked"])
+
+
+@WAYS
+def test_a_mixed_batch_on_the_stacked_path_equals_each_adapter_alone(model, batch, gather_cost, monkeypatch):
+    monkeypatch.setattr(row_routing, "GATHER_COST", gather_cost)
     _, inputs = batch
     rows = ["attn-r2", "mlp-r8", BASE_ROW, "all-r4"]
     alone = {name: alone_logits(model, name, inputs) for name in set(rows)}
@@ -96,7 +103,9 @@ def test_a_mixed_batch_on_the_stacked_path_equals_each_adapter_alone(model, batc
     torch.testing.assert_close(alone_logits(model, "all-r4", inputs), alone["all-r4"])
 
 
-def test_generated_answers_on_the_stacked_path_equal_each_adapter_alone(model, batch):
+@WAYS
+def test_generated_answers_on_the_stacked_path_equal_each_adapter_alone(model, batch, gather_cost, monkeypatch):
+    monkeypatch.setattr(row_routing, "GATHER_COST", gather_cost)
     tokenizer, inputs = batch
     rows = ["all-r4", "attn-r2", "mlp-r8", "all-r4"]
     settings = dict(max_new_tokens=8, do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id)

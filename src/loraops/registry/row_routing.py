@@ -6,7 +6,9 @@ per forward pass. :class:`RowRouter` computes the same sums with a fixed number 
 the mix: per LoRA layer, the served adapters' ``A`` and ``B`` are stacked (unpadded, one adapter under the
 other; PEFT's own weights become views of the stacks, so nothing is held twice) and a batch adds
 ``bmm(bmm(x, A[rows]) * scaling, B[rows])`` to the base layer's output, each row's matrices gathered from the
-stacks and zero-padded to the batch's largest rank (an adapter that does not target the layer: zeros).
+stacks and zero-padded to the batch's largest rank (an adapter that does not target the layer: zeros), or,
+for few tokens per row (generated tokens), ``((x @ A_all) * mask[rows]) @ B_all``: every adapter's ranks
+computed and all but the row's own masked out, which copies no weights.
 
 How, with no PEFT internals changed: while a batch is routed, every LoRA layer runs as its base layer
 (PEFT's own "adapters disabled" flag) and a forward hook adds the stacked delta for the row -> adapter
@@ -44,31 +46,50 @@ class _LayerStack:
         self.layout = tuple(spans)
 
 
+# What copying one gathered weight element costs, in multiply-adds: measured on 2 CPU cores (one torch thread)
+# with SmolLM2-135M's layer shapes and 8 adapters of ranks 2 to 32, gathering and masking cost the same at about
+# 8 tokens per row. It only picks between two exact ways of computing the same sum (see _add_delta).
+GATHER_COST = 16
+
+
+class _Plan:
+    """One layer layout's routing for a batch: ``columns`` [rows, R], each row's rows of the stacks padded
+    with the zero row to the batch's largest rank R; ``mask`` [rows, 1, S + 1], each row's adapter scaling on
+    its own rows of the stacks, zero elsewhere; ``rank`` R, ``total`` S + 1."""
+
+    def __init__(self, columns: Any, mask: Any, rank: int, total: int):
+        self.columns, self.mask, self.rank, self.total = columns, mask, rank, total
+
+
 class _Route:
-    """The batch being routed: each row's slot and, when all rows share one, that slot; ``columns`` caches,
-    per layer layout, each row's rows of the stacks (padded with the zero row to the batch's largest rank)."""
+    """The batch being routed: each row's slot and, when all rows share one, that slot; ``plans`` caches a
+    :class:`_Plan` per layer layout (``None``: no row's adapter targets layers of that layout)."""
 
     def __init__(self, slots: list[int]):
         self.slots, self.rows = slots, len(slots)
         self.single = slots[0] if len(set(slots)) == 1 else None
-        self.columns: dict[tuple[Any, ...], Any] = {}
+        self.plans: dict[tuple[Any, ...], _Plan | None] = {}
 
-    def columns_for(self, stack: _LayerStack) -> Any:
-        """[rows, R] indices into ``stack``'s rows (``None``: no row's adapter targets this layer)."""
+    def plan_for(self, stack: _LayerStack) -> _Plan | None:
         import torch
 
         key = (stack.layout, stack.a.device)
-        found = self.columns.get(key, False)
-        if found is not False:
-            return found
+        if key in self.plans:
+            return self.plans[key]
         spans = [stack.spans[slot] for slot in self.slots]
         rank = max((span[1] for span in spans if span is not None), default=0)
-        columns = None
+        plan = None
         if rank:
+            device, total = stack.a.device, int(stack.a.shape[0])
             columns = torch.tensor([[span[0] + j if span is not None and j < span[1] else stack.zero
-                                     for j in range(rank)] for span in spans], dtype=torch.long, device=stack.a.device)
-        self.columns[key] = columns
-        return columns
+                                     for j in range(rank)] for span in spans], dtype=torch.long, device=device)
+            mask = torch.zeros(self.rows, 1, total, dtype=stack.a.dtype, device=device)
+            for row, span in enumerate(spans):
+                if span is not None:
+                    mask[row, 0, span[0]:span[0] + span[1]] = span[2]
+            plan = _Plan(columns, mask, rank, total)
+        self.plans[key] = plan
+        return plan
 
 
 def _unsupported(model: Any, name: str) -> str | None:
@@ -200,13 +221,23 @@ class RowRouter:
             hidden = xs @ stack.a[begin:begin + r].t()
             delta = hidden.mul_(scaling) @ stack.b[begin:begin + r]
         else:
-            columns = route.columns_for(stack)
-            if columns is None:
+            plan = route.plan_for(stack)
+            if plan is None:
                 return None
             flat = xs.reshape(route.rows, -1, xs.shape[-1])
-            hidden = torch.bmm(flat, stack.a[columns].transpose(1, 2))  # [rows, tokens, R]
-            hidden.mul_(stack.scale[columns].unsqueeze(1))
-            delta = torch.bmm(hidden, stack.b[columns]).reshape(*x.shape[:-1], stack.b.shape[-1])
+            tokens = flat.shape[0] * flat.shape[1]
+            # Two ways to the same sum. Gathering each row's own A and B (padded to the batch's largest rank)
+            # multiplies little but copies rows x R weights per layer: it wins on long inputs (prompts).
+            # Multiplying every row by all the layer's adapters and masking out the others' ranks copies
+            # nothing: it wins on few tokens per row (each generated token).
+            if tokens * plan.total <= tokens * plan.rank + route.rows * plan.rank * GATHER_COST:
+                hidden = flat @ stack.a.t()  # [rows, tokens, S + 1]: every adapter's ranks
+                delta = hidden.mul_(plan.mask) @ stack.b
+            else:
+                hidden = torch.bmm(flat, stack.a[plan.columns].transpose(1, 2))  # [rows, tokens, R]
+                hidden.mul_(stack.scale[plan.columns].unsqueeze(1))
+                delta = torch.bmm(hidden, stack.b[plan.columns])
+            delta = delta.reshape(*x.shape[:-1], stack.b.shape[-1])
         return output.add_(delta.to(output.dtype))  # the base output is this layer's own fresh tensor
 
     # --- routing -----------------------------------------------------------------------------------------
