@@ -14,7 +14,10 @@ with random B matrices (so they answer differently), registered with the hashes 
   (``row_router``). The distribution: ``switch_ms_p90``/``switch_ms_max``, and the same statistic over the
   passes that did not switch (``same_adapter_extra_ms_p50/p90/p99``: the forward pass's own spread); the
   garbage collector is counted (``gc_during_passes``: passes during which a collection of generation 2 ran)
-  and the library freezes what it loaded (``gc.freeze``), so a full collection does not walk it.
+  and the library freezes what it loaded (``gc.freeze``), so a full collection does not walk it. Where the
+  tail comes from: ``switch_cpu_ms_p50/p99``, the same statistic over this thread's CPU time per pass (what
+  the pass computed), ``switched_waited_ms_p50/p99`` (wall minus CPU time: waiting for a core),
+  ``slowest_switched_passes`` (the slowest 2%: wall, CPU, involuntary context switches) and the load average.
 - ``set_adapter_ms_p50/p99``: the switch itself, with no forward pass in it: PEFT's ``set_adapter`` (the
   active adapter of every LoRA layer; ``inference_mode``, so nothing becomes trainable), each call to another
   adapter than the last. Serving routes rows with ``adapter_names`` and never calls it; it is what a server
@@ -43,6 +46,7 @@ import argparse
 import gc
 import json
 import random
+import resource
 import statistics
 import tempfile
 import threading
@@ -181,20 +185,33 @@ def main() -> None:
                 full_gcs[0] += 1
         gc.callbacks.append(count_gc)
         gc_passes = {"same": 0, "switched": 0}
+        # Per pass also this thread's CPU time and involuntary context switches (torch computes on this thread
+        # alone with one intra-op thread): wall time far over CPU time is time spent waiting for a core.
+        cpu = {"same": [], "switched": []}
+        preempted = {"same": [], "switched": []}
+        load_before = Path("/proc/loadavg").read_text().split()[:3]
         with library.lock, torch.inference_mode():
             for i in range(3 * args.switches):
                 name = served[0] if i % 3 != 2 else served[1 + (i // 3) % (len(served) - 1)]
-                before = full_gcs[0]
+                before, cpu_started = full_gcs[0], time.thread_time()
+                switches_before = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
                 started = time.perf_counter()
                 router([name], **encoded)
                 kind = "same" if name == previous else "switched"
                 (same if kind == "same" else switched).append((time.perf_counter() - started) * 1000)
+                cpu[kind].append((time.thread_time() - cpu_started) * 1000)
+                preempted[kind].append(resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches_before)
                 gc_passes[kind] += full_gcs[0] != before
                 previous = name
+        load_after = Path("/proc/loadavg").read_text().split()[:3]
         gc.callbacks.remove(count_gc)
         baseline = statistics.median(same)
         switch = [max(0.0, t - baseline) for t in switched]
         same_extra = [max(0.0, t - baseline) for t in same]
+        cpu_baseline = statistics.median(cpu["same"])
+        cpu_switch = [max(0.0, t - cpu_baseline) for t in cpu["switched"]]
+        waited = [w - c for w, c in zip(switched, cpu["switched"])]
+        slowest = sorted(range(len(switched)), key=switched.__getitem__)[-max(1, len(switched) // 50):]
         set_ms = []
         with library.lock:
             for i in range(args.switches):
@@ -324,6 +341,12 @@ def main() -> None:
         "same_adapter_extra_ms_p90": round(_pct(same_extra, 0.9), 2),
         "same_adapter_extra_ms_p99": round(_pct(same_extra, 0.99), 2),
         "gc_during_passes": gc_passes,
+        "switch_cpu_ms_p50": round(_pct(cpu_switch, 0.5), 2), "switch_cpu_ms_p99": round(_pct(cpu_switch, 0.99), 2),
+        "switched_waited_ms_p50": round(_pct(waited, 0.5), 2), "switched_waited_ms_p99": round(_pct(waited, 0.99), 2),
+        "slowest_switched_passes": [{"wall_ms": round(switched[i], 1), "cpu_ms": round(cpu["switched"][i], 1),
+                                     "involuntary_context_switches": preempted["switched"][i]} for i in slowest],
+        "involuntary_context_switches_per_pass_mean": round(statistics.mean(preempted["same"] + preempted["switched"]), 2),
+        "load_average_during_switches": [load_before, load_after],
         "set_adapter_ms_p50": round(_pct(set_ms, 0.5), 3), "set_adapter_ms_p99": round(_pct(set_ms, 0.99), 3),
         "name_swap_us_p50": round(_pct(swap_us, 0.5), 1), "name_swap_us_p99": round(_pct(swap_us, 0.99), 1),
         "same_adapter_forward_ms_p50": round(baseline, 2),
@@ -350,7 +373,8 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("switch_ms_p50", "switch_ms_p99", "set_adapter_ms_p99",
                                              "name_swap_us_p99", "same_adapter_extra_ms_p99",
-                                             "gc_during_passes", "mixed_vs_single_throughput",
+                                             "gc_during_passes", "switch_cpu_ms_p99", "switched_waited_ms_p99",
+                                             "mixed_vs_single_throughput",
                                              "peft_mixed_vs_single_throughput", "mixed_vs_active_single_throughput",
                                              "stacked_vs_peft_mixed_speedup",
                                              "grouped_vs_single_throughput",
