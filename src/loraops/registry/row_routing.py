@@ -38,12 +38,13 @@ class _LayerStack:
     under the other (S: the sum of their ranks), ``b`` [S + 1, out] their ``lora_B`` transposed, ``scale``
     [S + 1] each row's adapter scaling; the last row is zeros (a row whose adapter does not target this
     layer, or the base). ``spans[slot]``: (first row, rank, scaling) of that adapter, ``None`` where it does not
-    target this layer. ``layout``: the spans as a key, shared by the layers stacked alike."""
+    target this layer. ``layout``: a number shared by the layers stacked alike (same spans, same device), so
+    that a batch works out each row's columns once per layout, not per layer."""
 
     def __init__(self, a: Any, b: Any, scale: Any, spans: list[tuple[int, int, float] | None]):
         self.a, self.b, self.scale, self.spans = a, b, scale, spans
         self.zero = int(a.shape[0]) - 1
-        self.layout = tuple(spans)
+        self.layout = 0  # set by RowRouter.rebuild
 
 
 # What copying one gathered weight element costs, in multiply-adds: measured on 2 CPU cores (one torch thread)
@@ -68,12 +69,12 @@ class _Route:
     def __init__(self, slots: list[int]):
         self.slots, self.rows = slots, len(slots)
         self.single = slots[0] if len(set(slots)) == 1 else None
-        self.plans: dict[tuple[Any, ...], _Plan | None] = {}
+        self.plans: dict[int, _Plan | None] = {}
 
     def plan_for(self, stack: _LayerStack) -> _Plan | None:
         import torch
 
-        key = (stack.layout, stack.a.device)
+        key = stack.layout
         if key in self.plans:
             return self.plans[key]
         spans = [stack.spans[slot] for slot in self.slots]
@@ -161,6 +162,7 @@ class RowRouter:
         stacked = [name for name in names if name not in self.fallback]
         self.slots = {name: slot for slot, name in enumerate(stacked)}
         self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        layouts: dict[tuple[Any, ...], int] = {}
         with torch.no_grad():
             for module in self.model.modules():
                 if type(module) is not lora.Linear:
@@ -169,6 +171,7 @@ class RowRouter:
                 if not here:
                     continue
                 stack = self._stack(module, stacked)
+                stack.layout = layouts.setdefault((tuple(stack.spans), str(stack.a.device)), len(layouts))
                 self._handles.append(module.register_forward_hook(partial(self._add_delta, stack)))
         self.signature = self.current_signature()
 
