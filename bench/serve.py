@@ -17,7 +17,9 @@ with random B matrices (so they answer differently), registered with the hashes 
   and the library freezes what it loaded (``gc.freeze``), so a full collection does not walk it. Where the
   tail comes from: ``switch_cpu_ms_p50/p99``, the same statistic over this thread's CPU time per pass (what
   the pass computed), ``switched_waited_ms_p50/p99`` (wall minus CPU time: waiting for a core),
-  ``slowest_switched_passes`` (the slowest 2%: wall, CPU, involuntary context switches) and the load average.
+  ``slowest_switched_passes`` (the slowest 2%: wall, CPU, involuntary context switches, the machine's steal
+  ticks), ``steal_ticks_during_passes`` and the load average; ``switch_paired_ms_p50/p99``: each switched pass
+  over the same-adapter pass of its own triple (a slow spell of the machine longer than a triple cancels).
 - ``set_adapter_ms_p50/p99``: the switch itself, with no forward pass in it: PEFT's ``set_adapter`` (the
   active adapter of every LoRA layer; ``inference_mode``, so nothing becomes trainable), each call to another
   adapter than the last. Serving routes rows with ``adapter_names`` and never calls it; it is what a server
@@ -65,6 +67,13 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _steal_ticks() -> int:
+    """The machine's steal time so far (``/proc/stat``, all CPUs, in clock ticks): time the hypervisor gave
+    this virtual machine's CPUs to someone else."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) if len(fields) > 8 else 0
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -189,18 +198,23 @@ def main() -> None:
         # alone with one intra-op thread): wall time far over CPU time is time spent waiting for a core.
         cpu = {"same": [], "switched": []}
         preempted = {"same": [], "switched": []}
+        steal = {"same": [], "switched": []}  # the hypervisor's steal time (both vCPUs, 10 ms ticks) per pass
+        sequence: list[tuple[str, float]] = []
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         with library.lock, torch.inference_mode():
             for i in range(3 * args.switches):
                 name = served[0] if i % 3 != 2 else served[1 + (i // 3) % (len(served) - 1)]
                 before, cpu_started = full_gcs[0], time.thread_time()
                 switches_before = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+                steal_before = _steal_ticks()
                 started = time.perf_counter()
                 router([name], **encoded)
                 kind = "same" if name == previous else "switched"
                 (same if kind == "same" else switched).append((time.perf_counter() - started) * 1000)
                 cpu[kind].append((time.thread_time() - cpu_started) * 1000)
                 preempted[kind].append(resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches_before)
+                steal[kind].append(_steal_ticks() - steal_before)
+                sequence.append((kind, (same if kind == "same" else switched)[-1]))
                 gc_passes[kind] += full_gcs[0] != before
                 previous = name
         load_after = Path("/proc/loadavg").read_text().split()[:3]
@@ -212,6 +226,14 @@ def main() -> None:
         cpu_switch = [max(0.0, t - cpu_baseline) for t in cpu["switched"]]
         waited = [w - c for w, c in zip(switched, cpu["switched"])]
         slowest = sorted(range(len(switched)), key=switched.__getitem__)[-max(1, len(switched) // 50):]
+        # Each switched pass against the same-adapter pass of its own triple (same, switch away, switch back):
+        # a slow spell of the machine that spans the triple cancels out.
+        paired = []
+        for start in range(0, len(sequence) - 2, 3):
+            triple = sequence[start:start + 3]
+            base_ms = [t for kind, t in triple if kind == "same"]
+            if base_ms:
+                paired += [max(0.0, t - base_ms[0]) for kind, t in triple if kind == "switched"]
         set_ms = []
         with library.lock:
             for i in range(args.switches):
@@ -344,7 +366,10 @@ def main() -> None:
         "switch_cpu_ms_p50": round(_pct(cpu_switch, 0.5), 2), "switch_cpu_ms_p99": round(_pct(cpu_switch, 0.99), 2),
         "switched_waited_ms_p50": round(_pct(waited, 0.5), 2), "switched_waited_ms_p99": round(_pct(waited, 0.99), 2),
         "slowest_switched_passes": [{"wall_ms": round(switched[i], 1), "cpu_ms": round(cpu["switched"][i], 1),
-                                     "involuntary_context_switches": preempted["switched"][i]} for i in slowest],
+                                     "involuntary_context_switches": preempted["switched"][i],
+                                     "steal_ticks": steal["switched"][i]} for i in slowest],
+        "steal_ticks_during_passes": sum(steal["same"]) + sum(steal["switched"]),
+        "switch_paired_ms_p50": round(_pct(paired, 0.5), 2), "switch_paired_ms_p99": round(_pct(paired, 0.99), 2),
         "involuntary_context_switches_per_pass_mean": round(statistics.mean(preempted["same"] + preempted["switched"]), 2),
         "load_average_during_switches": [load_before, load_after],
         "set_adapter_ms_p50": round(_pct(set_ms, 0.5), 3), "set_adapter_ms_p99": round(_pct(set_ms, 0.99), 3),
@@ -374,6 +399,7 @@ def main() -> None:
     print(json.dumps({k: report[k] for k in ("switch_ms_p50", "switch_ms_p99", "set_adapter_ms_p99",
                                              "name_swap_us_p99", "same_adapter_extra_ms_p99",
                                              "gc_during_passes", "switch_cpu_ms_p99", "switched_waited_ms_p99",
+                                             "switch_paired_ms_p99", "steal_ticks_during_passes",
                                              "mixed_vs_single_throughput",
                                              "peft_mixed_vs_single_throughput", "mixed_vs_active_single_throughput",
                                              "stacked_vs_peft_mixed_speedup",
