@@ -18,7 +18,8 @@ with random B matrices (so they answer differently), registered with the hashes 
   tail comes from: ``switch_cpu_ms_p50/p99``, the same statistic over this thread's CPU time per pass (what
   the pass computed), ``switched_waited_ms_p50/p99`` (wall minus CPU time: waiting for a core),
   ``slowest_switched_passes`` (the slowest 2%: wall, CPU, involuntary context switches, the machine's steal
-  ticks), ``steal_ticks_during_passes`` and the load average; ``switch_paired_ms_p50/p99``: each switched pass
+  ticks, minor page faults), ``minor_page_faults_per_pass_p50``, ``steal_ticks_during_passes`` and the load
+  average; ``switch_paired_ms_p50/p99``: each switched pass
   over the same-adapter pass of its own triple (a slow spell of the machine longer than a triple cancels).
 - ``set_adapter_ms_p50/p99``: the switch itself, with no forward pass in it: PEFT's ``set_adapter`` (the
   active adapter of every LoRA layer; ``inference_mode``, so nothing becomes trainable), each call to another
@@ -199,6 +200,7 @@ def main() -> None:
         cpu = {"same": [], "switched": []}
         preempted = {"same": [], "switched": []}
         steal = {"same": [], "switched": []}  # the hypervisor's steal time (both vCPUs, 10 ms ticks) per pass
+        faults = {"same": [], "switched": []}  # minor page faults of this thread per pass (fresh memory pages)
         sequence: list[tuple[str, float]] = []
         load_before = Path("/proc/loadavg").read_text().split()[:3]
         with library.lock, torch.inference_mode():
@@ -207,6 +209,7 @@ def main() -> None:
                 before, cpu_started = full_gcs[0], time.thread_time()
                 switches_before = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
                 steal_before = _steal_ticks()
+                faults_before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
                 started = time.perf_counter()
                 router([name], **encoded)
                 kind = "same" if name == previous else "switched"
@@ -214,6 +217,7 @@ def main() -> None:
                 cpu[kind].append((time.thread_time() - cpu_started) * 1000)
                 preempted[kind].append(resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw - switches_before)
                 steal[kind].append(_steal_ticks() - steal_before)
+                faults[kind].append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults_before)
                 sequence.append((kind, (same if kind == "same" else switched)[-1]))
                 gc_passes[kind] += full_gcs[0] != before
                 previous = name
@@ -367,7 +371,9 @@ def main() -> None:
         "switched_waited_ms_p50": round(_pct(waited, 0.5), 2), "switched_waited_ms_p99": round(_pct(waited, 0.99), 2),
         "slowest_switched_passes": [{"wall_ms": round(switched[i], 1), "cpu_ms": round(cpu["switched"][i], 1),
                                      "involuntary_context_switches": preempted["switched"][i],
-                                     "steal_ticks": steal["switched"][i]} for i in slowest],
+                                     "steal_ticks": steal["switched"][i],
+                                     "minor_page_faults": faults["switched"][i]} for i in slowest],
+        "minor_page_faults_per_pass_p50": _pct(faults["same"] + faults["switched"], 0.5),
         "steal_ticks_during_passes": sum(steal["same"]) + sum(steal["switched"]),
         "switch_paired_ms_p50": round(_pct(paired, 0.5), 2), "switch_paired_ms_p99": round(_pct(paired, 0.99), 2),
         "involuntary_context_switches_per_pass_mean": round(statistics.mean(preempted["same"] + preempted["switched"]), 2),
