@@ -135,7 +135,7 @@ class RowRouter:
         self._tuner_layers: list[Any] = []
         self._handles: list[Any] = []
         self._route: _Route | None = None
-        self._lock = threading.Lock()  # one routed batch at a time: the route is the router's state
+        self._lock = threading.RLock()  # one routed batch or rebuild at a time: the route and stacks are state
         self.rebuild()
 
     # --- building ----------------------------------------------------------------------------------------
@@ -146,6 +146,10 @@ class RowRouter:
 
     def rebuild(self) -> None:
         """Stack the model's stackable adapters again (after an adapter was loaded or deleted)."""
+        with self._lock:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
         import torch
         from peft.tuners.lora import layer as lora
         from peft.tuners.tuners_utils import BaseTunerLayer
@@ -256,15 +260,15 @@ class RowRouter:
     def routed(self, adapter_names: list[str]) -> Iterator[dict[str, Any]]:
         """Inside: call the model with the yielded keyword arguments added (none on the stacked path,
         ``adapter_names`` on PEFT's); rows are routed as ``adapter_names`` says."""
-        if self.signature != self.current_signature():
-            self.rebuild()
-        names = list(adapter_names)
-        if self.path(names) == "peft":
-            yield {"adapter_names": names}
-            return
-        zero = len(self.slots)
-        slots = [self.slots.get(name, zero) for name in names]
         with self._lock:
+            if self.signature != self.current_signature():
+                self._rebuild()
+            names = list(adapter_names)
+            if self.path(names) == "peft":
+                yield {"adapter_names": names}
+                return
+            zero = len(self.slots)
+            slots = [self.slots.get(name, zero) for name in names]
             disabled = [layer._disable_adapters for layer in self._tuner_layers]
             for layer in self._tuner_layers:
                 layer._disable_adapters = True  # each LoRA layer computes its base layer only
