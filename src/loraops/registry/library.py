@@ -10,12 +10,15 @@ each a named PEFT adapter (never a merged copy), answered per row in mixed batch
   adapter. Generation and every change of the model's adapters hold one lock, so a request that started
   on the old version finishes on it and the next one gets the new version; none is dropped.
 - Answers come from :func:`loraops.registry.serving.answer_texts`, the registered pyfunc's own path.
+- Rows are routed to their adapters by :func:`loraops.registry.row_routing.row_router` (all adapters'
+  LoRA products stacked per layer, PEFT's ``adapter_names`` path for what cannot be stacked).
 - A composed version answers per row as the row's ``task`` (a source model) asks, with that task's prompt
   spec (:class:`loraops.registry.serving.AdapterTasks`), as its registered pyfunc does.
 """
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
 import tempfile
@@ -29,6 +32,7 @@ from loraops.core.tracking import Tracking
 from loraops.modeling import base_content_sha256, load_base, load_tokenizer
 from loraops.registry.promotion import CHAMPION
 from loraops.registry.register import BASE_REFERENCE
+from loraops.registry.row_routing import row_router
 from loraops.registry.serving import AdapterTasks, adapter_dir, answer_texts, download_verified
 
 BASE_SHA256_TAG = "base_model.sha256"
@@ -121,6 +125,16 @@ class AdapterLibrary:
                 line = self._refresh_one(name)
                 if line:
                     lines.append(line)
+            if self.model is not None:
+                with self.lock:  # the stacks follow the served set now, not in the next request's time
+                    router = row_router(self.model)
+                    if router.signature != router.current_signature():
+                        router.rebuild()
+            if lines:
+                # What was just loaded lives as long as it is served: out of the collector's way, so that a full
+                # collection during a request does not walk the base, the adapters and every imported module.
+                gc.collect()
+                gc.freeze()
         return lines
 
     def _refresh_one(self, name: str) -> str | None:

@@ -31,6 +31,7 @@ from loraops.evaluation import generate_answers
 from loraops.modeling import load_for_inference, verify_base_model
 from loraops.registry.composition import TASKS_FILE
 from loraops.registry.lineage import MODEL_SHA256_TAG, model_sha256
+from loraops.registry.row_routing import row_router
 
 
 def _column(model_input: Any, name: str) -> list[Any] | None:
@@ -165,7 +166,8 @@ class AdapterTasks:
 
 
 class _RowAdapters:
-    """The model, with each generated row routed to its own named adapter (PEFT's per-row ``adapter_names``).
+    """The model, with each generated row routed to its own named adapter
+    (:func:`loraops.registry.row_routing.row_router`: stacked per-row sums, PEFT's ``adapter_names`` as fallback).
 
     :func:`loraops.evaluation.generate_answers` batches prompts in its own order; a row is recognised by its
     prompt tokens, so every row keeps its adapter whatever the order (identical prompts for different adapters
@@ -182,7 +184,7 @@ class _RowAdapters:
     def generate(self, input_ids: Any, attention_mask: Any, **kwargs: Any) -> Any:
         names = [self.queues[tuple(ids[mask.bool()].tolist())].popleft()
                  for ids, mask in zip(input_ids.cpu(), attention_mask.cpu())]
-        return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, adapter_names=names, **kwargs)
+        return row_router(self.model).generate(names, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 def answer_texts(model: Any, tokenizer: Any, specs: list[PromptSpec], texts: list[str], batch_size: int,
