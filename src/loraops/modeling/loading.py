@@ -7,6 +7,7 @@ what is quantised and what is trainable.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,21 +63,41 @@ def load_tokenizer(base_dir: Path, padding_side: str = "right", trust_remote_cod
 TOKEN_COUNT_CHUNK = 8192  # texts per tokenizer call: memory stays flat however many rows a dataset has
 
 
-def token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+def counting_threads() -> int:
+    """The CPUs this process may run on: how many chunks are tokenized at once."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def token_counter(tokenizer: Any, threads: int | None = None) -> Callable[[list[str]], list[int]]:
     """Counts tokens per text as the model sees them (no special tokens added), in chunks. A fast tokenizer's
     Rust backend is asked for lengths only: the ids never become Python lists (for a million texts that was
-    most of the time and gigabytes of memory)."""
+    most of the time and gigabytes of memory).
+
+    Chunks are tokenized by ``threads`` Python threads at once (default: one per CPU). The backend's
+    ``encode_batch`` releases the GIL, so they run in parallel, while the backend's own thread pool stays off
+    (``TOKENIZERS_PARALLELISM=false``): a process that forks after that pool ran leaves the child a pool without
+    threads, the deadlock that setting avoids. These threads are joined before the call returns, so a later fork
+    (a data loader's workers, a subprocess) finds none running."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    workers = counting_threads() if threads is None else max(1, threads)
+
+    def count_chunk(chunk: list[str]) -> list[int]:
+        chunk = [str(t) for t in chunk]
+        if backend is not None:
+            return [len(encoding) for encoding in backend.encode_batch(chunk, add_special_tokens=False)]
+        return [len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]]
 
     def count(texts: list[str]) -> list[int]:
-        out: list[int] = []
-        for start in range(0, len(texts), TOKEN_COUNT_CHUNK):
-            chunk = [str(t) for t in texts[start:start + TOKEN_COUNT_CHUNK]]
-            if backend is not None:
-                out += [len(encoding) for encoding in backend.encode_batch(chunk, add_special_tokens=False)]
-            else:
-                out += [len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]]
-        return out
+        chunks = [texts[start:start + TOKEN_COUNT_CHUNK] for start in range(0, len(texts), TOKEN_COUNT_CHUNK)]
+        if backend is None or workers == 1 or len(chunks) < 2:  # a slow tokenizer holds the GIL: no gain
+            return [n for chunk in chunks for n in count_chunk(chunk)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="token-count") as pool:
+            return [n for counts in pool.map(count_chunk, chunks) for n in counts]
 
     return count
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -98,22 +99,31 @@ def build_rows(records: list[dict],
         texts = rows["text"].tolist()
         usable = [_usable(t) for t in texts]
         rows["text_chars"] = pd.Series([len(t) if isinstance(t, str) else np.nan for t in texts], dtype=float)
-        if token_lengths is not None:
-            strings = [t for t in texts if isinstance(t, str)]
-            counts = iter(token_lengths(strings)) if strings else iter(())
-            rows["text_tokens"] = pd.Series([float(next(counts)) if isinstance(t, str) else np.nan for t in texts],
-                                            dtype=float)
-        rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
-        # A text with no letters or digits (emoji only) normalises to nothing: it is compared exactly only,
-        # so such texts are not all "duplicates" of each other.
-        rows["text_normalised"] = _objects([(normalise_text(t) or None) if ok else None for t, ok in zip(texts, usable)])
-        if "label" in rows:
-            forms = _LabelForms()
-            rows["label_in_text"] = _objects([forms.found_in(t, label) if ok else None
-                                              for t, ok, label in zip(texts, usable, rows["label"])])
-        rows["leak_exact"] = _leaks(rows, "text_exact")
-        rows["leak_normalised"] = _leaks(rows, "text_normalised")
+        with ThreadPoolExecutor(1, thread_name_prefix="token-lengths") as background:
+            # Token counting (the tokenizer's native code, which releases the GIL) runs beside the columns below
+            # (Python, holding it): on two cores the two overlap instead of adding up.
+            strings = [t for t in texts if isinstance(t, str)] if token_lengths is not None else []
+            pending = background.submit(token_lengths, strings) if strings else None
+            _derived_text_columns(rows, texts, usable)
+            if token_lengths is not None:
+                counts = iter(pending.result()) if pending is not None else iter(())
+                tokens = pd.Series([float(next(counts)) if isinstance(t, str) else np.nan for t in texts], dtype=float)
+                rows.insert(rows.columns.get_loc("text_chars") + 1, "text_tokens", tokens)
     return rows, columns
+
+
+def _derived_text_columns(rows: pd.DataFrame, texts: list, usable: list[bool]) -> None:
+    """The exact and normalised forms of each usable text, label-in-text and leakage (added to ``rows``)."""
+    rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
+    # A text with no letters or digits (emoji only) normalises to nothing: it is compared exactly only,
+    # so such texts are not all "duplicates" of each other.
+    rows["text_normalised"] = _objects([(normalise_text(t) or None) if ok else None for t, ok in zip(texts, usable)])
+    if "label" in rows:
+        forms = _LabelForms()
+        rows["label_in_text"] = _objects([forms.found_in(t, label) if ok else None
+                                          for t, ok, label in zip(texts, usable, rows["label"])])
+    rows["leak_exact"] = _leaks(rows, "text_exact")
+    rows["leak_normalised"] = _leaks(rows, "text_normalised")
 
 
 class _LabelForms:
