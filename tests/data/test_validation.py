@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -441,3 +442,40 @@ def test_counting_in_threads_gives_the_same_validation_as_counting_in_one(tiny_b
     assert tokens.message.startswith("text longer than validate.max_text_tokens=40 tokens in 2 rows: rows 4, 18")
     strings = [r["text"] for r in records if isinstance(r.get("text"), str)]
     assert one.stats["text_tokens"]["max"] == max(len(ids) for ids in tokenizer(strings, add_special_tokens=False)["input_ids"])
+
+
+def test_token_counting_goes_on_while_great_expectations_checks_the_rows(tmp_path):
+    # The counter waits until Great Expectations has stored the rows table's validation: that happens only if
+    # the token table is validated after the others, with the counts still coming in meanwhile.
+    work = tmp_path / "run"
+
+    def waiting_token_lengths(texts):
+        deadline = time.monotonic() + 60
+        while not list((work / "gx" / "uncommitted" / "validations" / "loraops_rows").rglob("*.json")):
+            assert time.monotonic() < deadline, "the rows were not checked while tokens were being counted"
+            time.sleep(0.05)
+        return fake_token_lengths(texts)
+
+    records = CASES["over_long_text_tokens"].records
+    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12), token_lengths=waiting_token_lengths)
+    assert [f.message for f in report.failures] == \
+        ["text longer than validate.max_text_tokens=12 tokens in 1 row: row 14"]
+    assert [(e["suite"], e["expectation"]) for e in report.expectations][-1] == \
+        ("loraops_tokens", "expect_column_values_to_be_between")
+    suite = json.loads((work / "suites" / "loraops_tokens.json").read_text())
+    assert [(e["kwargs"]["column"], e["kwargs"]["max_value"]) for e in suite["expectations"]] == [("text_tokens", 12)]
+
+
+def test_the_token_finding_keeps_its_place_among_the_rows_findings(tmp_path):
+    # Findings come in suite order: over-long in characters, then in tokens, then duplicates, as when the token
+    # check was one of the rows checks, although its table is validated after the labels.
+    records = good_records()
+    records[2] = {**records[2], "text": "word " * 300}
+    records[6] = {**records[6], "text": records[7]["text"]}
+    params = ValidateParams(max_text_chars=1000, max_text_tokens=12, max_duplicate_share=0.0)
+    report = _validate(tmp_path, records, params=params, token_lengths=fake_token_lengths)
+    checks = [f.check for f in report.failures]
+    assert checks[:3] == ["expect_column_value_lengths_to_be_between(text)",
+                          "expect_column_values_to_be_between(text_tokens)", "duplicates within a split (exact)"], checks
+    tokens = report.failures[1]
+    assert tokens.rows == 1 and tokens.examples[0][0] == 3 and tokens.examples[0][1].startswith("[300 tokens] word")
