@@ -479,3 +479,21 @@ def test_the_token_finding_keeps_its_place_among_the_rows_findings(tmp_path):
                           "expect_column_values_to_be_between(text_tokens)", "duplicates within a split (exact)"], checks
     tokens = report.failures[1]
     assert tokens.rows == 1 and tokens.examples[0][0] == 3 and tokens.examples[0][1].startswith("[300 tokens] word")
+
+
+def test_token_counter_in_a_child_process_counts_as_the_tokenizer_does(tiny_base, monkeypatch):
+    # Many texts are counted in a spawned child with the same backend (from its JSON): the counts are the
+    # tokenizer's own, in order, and no process or thread is left behind.
+    import multiprocessing
+    import threading
+
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    texts = [r["text"] for r in good_records()] * 4 + ["", "héllo wörld ｆｕｌｌ", "a\nb\tc", "x" * 3000, "😀😀"]
+    expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    monkeypatch.setattr(loading, "PROCESS_MIN_TEXTS", 10)
+    threads_before = threading.active_count()
+    assert token_counter(tokenizer, process=True)(texts) == expected
+    assert multiprocessing.active_children() == [] and threading.active_count() == threads_before
+    assert token_counter(tokenizer, process=False)(texts) == expected

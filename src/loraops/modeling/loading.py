@@ -71,7 +71,32 @@ def counting_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def token_counter(tokenizer: Any, threads: int | None = None) -> Callable[[list[str]], list[int]]:
+def _chunk_counts(backend: Any, texts: list[str], threads: int) -> list[int]:
+    """Token counts of ``texts`` through a fast tokenizer's backend, ``threads`` chunks at a time (its
+    ``encode_batch`` releases the GIL, so they run in parallel; the threads are joined before returning)."""
+    def count_chunk(chunk: list[str]) -> list[int]:
+        return [len(encoding) for encoding in backend.encode_batch([str(t) for t in chunk], add_special_tokens=False)]
+
+    chunks = [texts[start:start + TOKEN_COUNT_CHUNK] for start in range(0, len(texts), TOKEN_COUNT_CHUNK)]
+    if threads == 1 or len(chunks) < 2:
+        return [n for chunk in chunks for n in count_chunk(chunk)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(chunks)), thread_name_prefix="token-count") as pool:
+        return [n for counts in pool.map(count_chunk, chunks) for n in counts]
+
+
+def _counts_in_this_process(tokenizer_json: str, texts: list[str], threads: int) -> bytes:
+    """The child's side of :func:`token_counter` with ``process=True``: the same backend, from its JSON."""
+    from array import array
+
+    from tokenizers import Tokenizer
+
+    return array("q", _chunk_counts(Tokenizer.from_str(tokenizer_json), texts, threads)).tobytes()
+
+
+def token_counter(tokenizer: Any, threads: int | None = None,
+                  process: bool = True) -> Callable[[list[str]], list[int]]:
     """Counts tokens per text as the model sees them (no special tokens added), in chunks. A fast tokenizer's
     Rust backend is asked for lengths only: the ids never become Python lists (for a million texts that was
     most of the time and gigabytes of memory).
@@ -80,26 +105,35 @@ def token_counter(tokenizer: Any, threads: int | None = None) -> Callable[[list[
     ``encode_batch`` releases the GIL, so they run in parallel, while the backend's own thread pool stays off
     (``TOKENIZERS_PARALLELISM=false``): a process that forks after that pool ran leaves the child a pool without
     threads, the deadlock that setting avoids. These threads are joined before the call returns, so a later fork
-    (a data loader's workers, a subprocess) finds none running."""
+    (a data loader's workers, a subprocess) finds none running.
+
+    With ``process`` (the default) and enough texts the counting runs in a spawned child process with the same backend
+    (its JSON): Python code running meanwhile in this process (the validation's checks) then shares no GIL with
+    the counting threads, which otherwise wait for it between chunks while pandas holds it."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     workers = counting_threads() if threads is None else max(1, threads)
 
-    def count_chunk(chunk: list[str]) -> list[int]:
-        chunk = [str(t) for t in chunk]
-        if backend is not None:
-            return [len(encoding) for encoding in backend.encode_batch(chunk, add_special_tokens=False)]
-        return [len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]]
-
     def count(texts: list[str]) -> list[int]:
-        chunks = [texts[start:start + TOKEN_COUNT_CHUNK] for start in range(0, len(texts), TOKEN_COUNT_CHUNK)]
-        if backend is None or workers == 1 or len(chunks) < 2:  # a slow tokenizer holds the GIL: no gain
-            return [n for chunk in chunks for n in count_chunk(chunk)]
-        from concurrent.futures import ThreadPoolExecutor
+        if backend is None:  # a slow tokenizer holds the GIL: threads would gain nothing
+            return [len(ids) for start in range(0, len(texts), TOKEN_COUNT_CHUNK)
+                    for ids in tokenizer([str(t) for t in texts[start:start + TOKEN_COUNT_CHUNK]],
+                                         add_special_tokens=False)["input_ids"]]
+        if process and len(texts) >= PROCESS_MIN_TEXTS:
+            import multiprocessing
+            from array import array
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ThreadPoolExecutor(min(workers, len(chunks)), thread_name_prefix="token-count") as pool:
-            return [n for counts in pool.map(count_chunk, chunks) for n in counts]
+            # spawn, not fork: the child starts clean, whatever threads this process runs
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                packed = pool.submit(_counts_in_this_process, backend.to_str(), [str(t) for t in texts],
+                                     workers).result()
+            return array("q", packed).tolist()
+        return _chunk_counts(backend, texts, workers)
 
     return count
+
+
+PROCESS_MIN_TEXTS = 50_000  # below this, starting a child costs more than sharing the GIL
 
 
 def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool | None = None) -> Any:

@@ -6,6 +6,8 @@ leaks into, per-label counts and shares) so that GX asserts them and they show i
 * ``rows``: one row per record, with a 1-based ``row`` (the order of the raw dataset) and derived columns.
 * ``labels``: one row per label: rows, training count, imbalance against the largest label.
 * ``shift``: one row per label of this or the previous version: share now, share then, TVD term.
+* ``tokens``: the rows' token counts (``text_tokens``, also a column of ``rows``), a table of its own so that
+  counting can go on while the other tables are checked.
 """
 
 from __future__ import annotations
