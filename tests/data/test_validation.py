@@ -414,7 +414,8 @@ def test_token_counting_overlaps_the_derived_text_columns(tmp_path, monkeypatch)
 
     monkeypatch.setattr(frames, "normalise_text", flagging_normalise)
     records = CASES["over_long_text_tokens"].records
-    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12), token_lengths=waiting_token_lengths)
+    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12),
+                       token_lengths=waiting_token_lengths)
     failure = _find(report, "expect_column_values_to_be_between(text_tokens)")
     assert failure.message == "text longer than validate.max_text_tokens=12 tokens in 1 row: row 14"
     assert report.stats["text_tokens"]["max"] == max(fake_token_lengths([r["text"] for r in records]))
@@ -441,7 +442,8 @@ def test_counting_in_threads_gives_the_same_validation_as_counting_in_one(tiny_b
     tokens = _find(one, "expect_column_values_to_be_between(text_tokens)")
     assert tokens.message.startswith("text longer than validate.max_text_tokens=40 tokens in 2 rows: rows 4, 18")
     strings = [r["text"] for r in records if isinstance(r.get("text"), str)]
-    assert one.stats["text_tokens"]["max"] == max(len(ids) for ids in tokenizer(strings, add_special_tokens=False)["input_ids"])
+    own = tokenizer(strings, add_special_tokens=False)["input_ids"]
+    assert one.stats["text_tokens"]["max"] == max(len(ids) for ids in own)
 
 
 def test_token_counting_goes_on_while_great_expectations_checks_the_rows(tmp_path):
@@ -457,7 +459,8 @@ def test_token_counting_goes_on_while_great_expectations_checks_the_rows(tmp_pat
         return fake_token_lengths(texts)
 
     records = CASES["over_long_text_tokens"].records
-    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12), token_lengths=waiting_token_lengths)
+    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12),
+                       token_lengths=waiting_token_lengths)
     assert [f.message for f in report.failures] == \
         ["text longer than validate.max_text_tokens=12 tokens in 1 row: row 14"]
     assert [(e["suite"], e["expectation"]) for e in report.expectations][-1] == \
@@ -476,7 +479,8 @@ def test_the_token_finding_keeps_its_place_among_the_rows_findings(tmp_path):
     report = _validate(tmp_path, records, params=params, token_lengths=fake_token_lengths)
     checks = [f.check for f in report.failures]
     assert checks[:3] == ["expect_column_value_lengths_to_be_between(text)",
-                          "expect_column_values_to_be_between(text_tokens)", "duplicates within a split (exact)"], checks
+                          "expect_column_values_to_be_between(text_tokens)",
+                          "duplicates within a split (exact)"], checks
     tokens = report.failures[1]
     assert tokens.rows == 1 and tokens.examples[0][0] == 3 and tokens.examples[0][1].startswith("[300 tokens] word")
 

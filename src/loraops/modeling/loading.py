@@ -107,9 +107,9 @@ def token_counter(tokenizer: Any, threads: int | None = None,
     threads, the deadlock that setting avoids. These threads are joined before the call returns, so a later fork
     (a data loader's workers, a subprocess) finds none running.
 
-    With ``process`` (the default) and enough texts the counting runs in a spawned child process with the same backend
-    (its JSON): Python code running meanwhile in this process (the validation's checks) then shares no GIL with
-    the counting threads, which otherwise wait for it between chunks while pandas holds it."""
+    With ``process`` (the default) and enough texts the counting runs in a spawned child process with the same
+    backend (its JSON): Python code running meanwhile in this process (the validation's checks) then shares no
+    GIL with the counting threads, which otherwise wait for it between chunks while pandas holds it."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     workers = counting_threads() if threads is None else max(1, threads)
 
