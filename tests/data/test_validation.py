@@ -486,10 +486,10 @@ def test_the_token_finding_keeps_its_place_among_the_rows_findings(tmp_path):
 
 
 def test_token_counter_in_a_child_process_counts_as_the_tokenizer_does(tiny_base, monkeypatch):
-    # Many texts are counted in a spawned child with the same backend (from its JSON): the counts are the
-    # tokenizer's own, in order, and no process or thread is left behind.
-    import multiprocessing
-    import threading
+    # Many texts are counted in a child interpreter with the same backend (from its JSON): the counts are the
+    # tokenizer's own, in order; a child that cannot start leaves the counting to this process.
+    import subprocess
+    import sys
 
     from loraops.modeling import load_tokenizer, loading, token_counter
 
@@ -497,7 +497,19 @@ def test_token_counter_in_a_child_process_counts_as_the_tokenizer_does(tiny_base
     texts = [r["text"] for r in good_records()] * 4 + ["", "héllo wörld ｆｕｌｌ", "a\nb\tc", "x" * 3000, "😀😀"]
     expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     monkeypatch.setattr(loading, "PROCESS_MIN_TEXTS", 10)
-    threads_before = threading.active_count()
+    children = []
+    run = subprocess.run
+
+    def recording_run(args, **kwargs):
+        done = run(args, **kwargs)
+        children.append((args[0], done.returncode, len(done.stdout)))
+        return done
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
     assert token_counter(tokenizer, process=True)(texts) == expected
-    assert multiprocessing.active_children() == [] and threading.active_count() == threads_before
-    assert token_counter(tokenizer, process=False)(texts) == expected
+    assert children == [(sys.executable, 0, 8 * len(texts))]  # the child gave them, one 64-bit count per text
+    assert token_counter(tokenizer, process=False)(texts) == expected and len(children) == 1
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(OSError):
+        run(["/nonexistent/python"])
+    assert token_counter(tokenizer, process=True)(texts) == expected and len(children) == 1

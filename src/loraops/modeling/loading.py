@@ -86,13 +86,36 @@ def _chunk_counts(backend: Any, texts: list[str], threads: int) -> list[int]:
         return [n for counts in pool.map(count_chunk, chunks) for n in counts]
 
 
-def _counts_in_this_process(tokenizer_json: str, texts: list[str], threads: int) -> bytes:
-    """The child's side of :func:`token_counter` with ``process=True``: the same backend, from its JSON."""
+def _count_from_stdin() -> None:
+    """The child's side of :func:`token_counter` with ``process``: (backend JSON, texts, threads) pickled on
+    stdin, the counts as 64-bit integers on stdout."""
+    import pickle
+    import sys
     from array import array
 
     from tokenizers import Tokenizer
 
-    return array("q", _chunk_counts(Tokenizer.from_str(tokenizer_json), texts, threads)).tobytes()
+    tokenizer_json, texts, threads = pickle.load(sys.stdin.buffer)
+    sys.stdout.buffer.write(array("q", _chunk_counts(Tokenizer.from_str(tokenizer_json), texts, threads)).tobytes())
+
+
+def _count_in_child(backend: Any, texts: list[str], threads: int) -> list[int] | None:
+    """Counts from a child interpreter (``python -c``, so nothing of this process's ``__main__`` runs again),
+    or None when it could not give them (then this process counts)."""
+    import pickle
+    import subprocess
+    import sys
+    from array import array
+
+    payload = pickle.dumps((backend.to_str(), [str(t) for t in texts], threads), protocol=pickle.HIGHEST_PROTOCOL)
+    code = "from loraops.modeling.loading import _count_from_stdin; _count_from_stdin()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=False)
+    except OSError:
+        return None
+    counts = array("q")
+    counts.frombytes(done.stdout[:len(done.stdout) // counts.itemsize * counts.itemsize])
+    return counts.tolist() if done.returncode == 0 and len(counts) == len(texts) else None
 
 
 def token_counter(tokenizer: Any, threads: int | None = None,
@@ -107,9 +130,10 @@ def token_counter(tokenizer: Any, threads: int | None = None,
     threads, the deadlock that setting avoids. These threads are joined before the call returns, so a later fork
     (a data loader's workers, a subprocess) finds none running.
 
-    With ``process`` (the default) and enough texts the counting runs in a spawned child process with the same
-    backend (its JSON): Python code running meanwhile in this process (the validation's checks) then shares no
-    GIL with the counting threads, which otherwise wait for it between chunks while pandas holds it."""
+    With ``process`` (the default) and enough texts the counting runs in a child interpreter with the same
+    backend (its JSON; if the child fails, here instead): Python code running meanwhile in this process (the
+    validation's checks) then shares no GIL with the counting threads, which otherwise wait for it between
+    chunks while pandas holds it."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
     workers = counting_threads() if threads is None else max(1, threads)
 
@@ -119,15 +143,9 @@ def token_counter(tokenizer: Any, threads: int | None = None,
                     for ids in tokenizer([str(t) for t in texts[start:start + TOKEN_COUNT_CHUNK]],
                                          add_special_tokens=False)["input_ids"]]
         if process and len(texts) >= PROCESS_MIN_TEXTS:
-            import multiprocessing
-            from array import array
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn, not fork: the child starts clean, whatever threads this process runs
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                packed = pool.submit(_counts_in_this_process, backend.to_str(), [str(t) for t in texts],
-                                     workers).result()
-            return array("q", packed).tolist()
+            counted = _count_in_child(backend, texts, workers)
+            if counted is not None:
+                return counted
         return _chunk_counts(backend, texts, workers)
 
     return count
