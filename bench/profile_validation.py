@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +87,9 @@ def main() -> None:
         report = validate_dataset(records, ValidateParams(), Path(work), token_lengths=token_lengths)
         total = time.perf_counter() - started
     print(json.dumps({"rows": args.rows, "validate_seconds": round(total, 2), "phases": PHASES,
-                      "peak_rss_mb": round(_peak_rss_mb(), 1), "success": report.success,
+                      "peak_rss_mb": round(_peak_rss_mb(), 1),
+                      "child_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+                      "success": report.success,
                       "failures": [f"{f.severity}: {f.check}: {f.rows} rows" for f in report.failures]}))
 
 
