@@ -103,6 +103,9 @@ def validate_once(rows: int, base: Path | None, seed: int) -> dict:
             "tokenizer_load_seconds": None if tokenizer_s is None else round(tokenizer_s, 2),
             "make_records_seconds": round(make_s, 2),
             "peak_rss_mb": round(_peak_rss_mb(), 1),
+            # The token count's child interpreter (see loraops.modeling.token_counter), when one ran: its own
+            # peak; the two overlap in time, so their sum bounds what the validation holds at once.
+            "child_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "rss_after_records_mb": round(rss_records, 1),
             "success": report.success, "failures": [f"{f.severity}: {f.check}: {f.rows} rows" for f in report.failures]}
 
@@ -133,7 +136,8 @@ def validation_part(base: Path | None, seed: int) -> dict:
     largest = runs[-1]
     return {"runs": runs, "fit": fit([(r["rows"], r["validate_seconds"]) for r in runs]), "goal": VALIDATION_GOAL,
             "within_goal": largest["rows"] == VALIDATION_GOAL["rows"]
-            and largest["seconds"] <= VALIDATION_GOAL["seconds"] and largest["peak_rss_mb"] <= VALIDATION_GOAL["peak_rss_mb"]}
+            and largest["seconds"] <= VALIDATION_GOAL["seconds"]
+            and largest["peak_rss_mb"] + largest.get("child_peak_rss_mb", 0.0) <= VALIDATION_GOAL["peak_rss_mb"]}
 
 
 def evaluation_part(base: Path, seed: int, batch_sizes: list[int], sizes: list[int], fixed_items: int,

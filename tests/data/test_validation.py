@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,184 @@ def test_token_counter_counts_as_the_tokenizer_does_across_chunks(tiny_base, mon
     expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     monkeypatch.setattr(loading, "TOKEN_COUNT_CHUNK", 7)
     assert token_counter(tokenizer)(texts) == expected
+
+
+class _MeetingBackend:
+    """A fast tokenizer's backend whose first two ``encode_batch`` calls wait for each other: they only meet
+    when two chunks are tokenized at the same time (one after the other, the first waits in vain and fails)."""
+
+    def __init__(self, backend, timeout: float = 20.0):
+        import threading
+
+        self.backend, self.lock, self.calls = backend, threading.Lock(), 0
+        self.barrier = threading.Barrier(2, timeout=timeout)
+
+    def encode_batch(self, texts, add_special_tokens):
+        with self.lock:
+            self.calls += 1
+            meets = self.calls <= 2
+        if meets:
+            self.barrier.wait()
+        return self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+
+def test_token_counter_tokenizes_chunks_at_the_same_time_and_leaves_no_thread_behind(tiny_base, monkeypatch):
+    # The backend releases the GIL, so chunks counted in threads use every core; the threads are gone when the
+    # call returns (a fork afterwards, a data loader's workers, finds none), and the counts are the tokenizer's.
+    import threading
+    from types import SimpleNamespace
+
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    texts = [r["text"] for r in good_records()] * 3 + ["", "héllo wörld", "x" * 500]
+    expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    monkeypatch.setattr(loading, "TOKEN_COUNT_CHUNK", 5)
+    meeting = _MeetingBackend(tokenizer.backend_tokenizer)
+    threads_before = threading.active_count()
+    counts = token_counter(SimpleNamespace(is_fast=True, backend_tokenizer=meeting), threads=2)(texts)
+    assert counts == expected
+    assert meeting.calls == -(-len(texts) // 5) and not meeting.barrier.broken
+    assert threading.active_count() == threads_before
+
+
+def test_token_counter_with_one_thread_counts_chunk_by_chunk_in_the_callers_thread(tiny_base, monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    seen: set[int] = set()
+
+    class Recording:
+        def encode_batch(self, texts, add_special_tokens):
+            seen.add(threading.get_ident())
+            return tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+    monkeypatch.setattr(loading, "TOKEN_COUNT_CHUNK", 4)
+    texts = [r["text"] for r in good_records()]
+    counted = token_counter(SimpleNamespace(is_fast=True, backend_tokenizer=Recording()), threads=1)(texts)
+    assert counted == [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    assert seen == {threading.get_ident()}
+
+
+def test_token_counting_overlaps_the_derived_text_columns(tmp_path, monkeypatch):
+    # The counter (native code without the GIL, in real use) runs while the Python columns are built: here it
+    # waits until the normalised texts have begun, which happens only if the two run at the same time.
+    import threading
+
+    from loraops.validation import frames
+
+    normalising = threading.Event()
+    normalise = frames.normalise_text
+
+    def flagging_normalise(text):
+        normalising.set()
+        return normalise(text)
+
+    def waiting_token_lengths(texts):
+        assert normalising.wait(timeout=20), "token counting did not run beside the derived columns"
+        return fake_token_lengths(texts)
+
+    monkeypatch.setattr(frames, "normalise_text", flagging_normalise)
+    records = CASES["over_long_text_tokens"].records
+    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12),
+                       token_lengths=waiting_token_lengths)
+    failure = _find(report, "expect_column_values_to_be_between(text_tokens)")
+    assert failure.message == "text longer than validate.max_text_tokens=12 tokens in 1 row: row 14"
+    assert report.stats["text_tokens"]["max"] == max(fake_token_lengths([r["text"] for r in records]))
+
+
+def test_counting_in_threads_gives_the_same_validation_as_counting_in_one(tiny_base, tmp_path, monkeypatch):
+    # Over-long texts (in tokens) among ordinary ones, a non-string text and a missing one: every failure,
+    # warning and statistic is the same whether chunks are counted one by one or several at once.
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    records = good_records()
+    records[3] = {**records[3], "text": " ".join(["where is my parcel"] * 20)}
+    records[17] = {**records[17], "text": "ｆｕｌｌ width and héllo " * 9}
+    records[5] = {**records[5], "text": 12345}
+    records[8] = {k: v for k, v in records[8].items() if k != "text"}
+    monkeypatch.setattr(loading, "TOKEN_COUNT_CHUNK", 3)
+    params = ValidateParams(max_text_tokens=40)
+    one = _validate(tmp_path, records, "one", params=params, token_lengths=token_counter(tokenizer, threads=1))
+    many = _validate(tmp_path, records, "many", params=params, token_lengths=token_counter(tokenizer, threads=4))
+    assert [(f.check, f.message, f.rows, f.examples, f.severity) for f in many.failures] == \
+           [(f.check, f.message, f.rows, f.examples, f.severity) for f in one.failures]
+    assert many.stats == one.stats and many.expectations == one.expectations
+    tokens = _find(one, "expect_column_values_to_be_between(text_tokens)")
+    assert tokens.message.startswith("text longer than validate.max_text_tokens=40 tokens in 2 rows: rows 4, 18")
+    strings = [r["text"] for r in records if isinstance(r.get("text"), str)]
+    own = tokenizer(strings, add_special_tokens=False)["input_ids"]
+    assert one.stats["text_tokens"]["max"] == max(len(ids) for ids in own)
+
+
+def test_token_counting_goes_on_while_great_expectations_checks_the_rows(tmp_path):
+    # The counter waits until Great Expectations has stored the rows table's validation: that happens only if
+    # the token table is validated after the others, with the counts still coming in meanwhile.
+    work = tmp_path / "run"
+
+    def waiting_token_lengths(texts):
+        deadline = time.monotonic() + 60
+        while not list((work / "gx" / "uncommitted" / "validations" / "loraops_rows").rglob("*.json")):
+            assert time.monotonic() < deadline, "the rows were not checked while tokens were being counted"
+            time.sleep(0.05)
+        return fake_token_lengths(texts)
+
+    records = CASES["over_long_text_tokens"].records
+    report = _validate(tmp_path, records, params=ValidateParams(max_text_tokens=12),
+                       token_lengths=waiting_token_lengths)
+    assert [f.message for f in report.failures] == \
+        ["text longer than validate.max_text_tokens=12 tokens in 1 row: row 14"]
+    assert [(e["suite"], e["expectation"]) for e in report.expectations][-1] == \
+        ("loraops_tokens", "expect_column_values_to_be_between")
+    suite = json.loads((work / "suites" / "loraops_tokens.json").read_text())
+    assert [(e["kwargs"]["column"], e["kwargs"]["max_value"]) for e in suite["expectations"]] == [("text_tokens", 12)]
+
+
+def test_the_token_finding_keeps_its_place_among_the_rows_findings(tmp_path):
+    # Findings come in suite order: over-long in characters, then in tokens, then duplicates, as when the token
+    # check was one of the rows checks, although its table is validated after the labels.
+    records = good_records()
+    records[2] = {**records[2], "text": "word " * 300}
+    records[6] = {**records[6], "text": records[7]["text"]}
+    params = ValidateParams(max_text_chars=1000, max_text_tokens=12, max_duplicate_share=0.0)
+    report = _validate(tmp_path, records, params=params, token_lengths=fake_token_lengths)
+    checks = [f.check for f in report.failures]
+    assert checks[:3] == ["expect_column_value_lengths_to_be_between(text)",
+                          "expect_column_values_to_be_between(text_tokens)",
+                          "duplicates within a split (exact)"], checks
+    tokens = report.failures[1]
+    assert tokens.rows == 1 and tokens.examples[0][0] == 3 and tokens.examples[0][1].startswith("[300 tokens] word")
+
+
+def test_token_counter_in_a_child_process_counts_as_the_tokenizer_does(tiny_base, monkeypatch):
+    # Many texts are counted in a child interpreter with the same backend (from its JSON): the counts are the
+    # tokenizer's own, in order; a child that cannot start leaves the counting to this process.
+    import subprocess
+    import sys
+
+    from loraops.modeling import load_tokenizer, loading, token_counter
+
+    tokenizer = load_tokenizer(tiny_base)
+    texts = [r["text"] for r in good_records()] * 4 + ["", "héllo wörld ｆｕｌｌ", "a\nb\tc", "x" * 3000, "😀😀"]
+    expected = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    monkeypatch.setattr(loading, "PROCESS_MIN_TEXTS", 10)
+    children = []
+    run = subprocess.run
+
+    def recording_run(args, **kwargs):
+        done = run(args, **kwargs)
+        children.append((args[0], done.returncode, len(done.stdout)))
+        return done
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    assert token_counter(tokenizer, process=True)(texts) == expected
+    assert children == [(sys.executable, 0, 8 * len(texts))]  # the child gave them, one 64-bit count per text
+    assert token_counter(tokenizer, process=False)(texts) == expected and len(children) == 1
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with pytest.raises(OSError):
+        run(["/nonexistent/python"])
+    assert token_counter(tokenizer, process=True)(texts) == expected and len(children) == 1

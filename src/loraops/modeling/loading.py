@@ -7,6 +7,7 @@ what is quantised and what is trainable.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,23 +63,95 @@ def load_tokenizer(base_dir: Path, padding_side: str = "right", trust_remote_cod
 TOKEN_COUNT_CHUNK = 8192  # texts per tokenizer call: memory stays flat however many rows a dataset has
 
 
-def token_counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:
+def counting_threads() -> int:
+    """The CPUs this process may run on: how many chunks are tokenized at once."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _chunk_counts(backend: Any, texts: list[str], threads: int) -> list[int]:
+    """Token counts of ``texts`` through a fast tokenizer's backend, ``threads`` chunks at a time (its
+    ``encode_batch`` releases the GIL, so they run in parallel; the threads are joined before returning)."""
+    def count_chunk(chunk: list[str]) -> list[int]:
+        return [len(encoding) for encoding in backend.encode_batch([str(t) for t in chunk], add_special_tokens=False)]
+
+    chunks = [texts[start:start + TOKEN_COUNT_CHUNK] for start in range(0, len(texts), TOKEN_COUNT_CHUNK)]
+    if threads == 1 or len(chunks) < 2:
+        return [n for chunk in chunks for n in count_chunk(chunk)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(chunks)), thread_name_prefix="token-count") as pool:
+        return [n for counts in pool.map(count_chunk, chunks) for n in counts]
+
+
+def _count_from_stdin() -> None:
+    """The child's side of :func:`token_counter` with ``process``: (backend JSON, texts, threads) pickled on
+    stdin, the counts as 64-bit integers on stdout."""
+    import pickle
+    import sys
+    from array import array
+
+    from tokenizers import Tokenizer
+
+    tokenizer_json, texts, threads = pickle.load(sys.stdin.buffer)
+    sys.stdout.buffer.write(array("q", _chunk_counts(Tokenizer.from_str(tokenizer_json), texts, threads)).tobytes())
+
+
+def _count_in_child(backend: Any, texts: list[str], threads: int) -> list[int] | None:
+    """Counts from a child interpreter (``python -c``, so nothing of this process's ``__main__`` runs again),
+    or None when it could not give them (then this process counts)."""
+    import pickle
+    import subprocess
+    import sys
+    from array import array
+
+    payload = pickle.dumps((backend.to_str(), [str(t) for t in texts], threads), protocol=pickle.HIGHEST_PROTOCOL)
+    code = "from loraops.modeling.loading import _count_from_stdin; _count_from_stdin()"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=False)
+    except OSError:
+        return None
+    counts = array("q")
+    counts.frombytes(done.stdout[:len(done.stdout) // counts.itemsize * counts.itemsize])
+    return counts.tolist() if done.returncode == 0 and len(counts) == len(texts) else None
+
+
+def token_counter(tokenizer: Any, threads: int | None = None,
+                  process: bool = True) -> Callable[[list[str]], list[int]]:
     """Counts tokens per text as the model sees them (no special tokens added), in chunks. A fast tokenizer's
     Rust backend is asked for lengths only: the ids never become Python lists (for a million texts that was
-    most of the time and gigabytes of memory)."""
+    most of the time and gigabytes of memory).
+
+    Chunks are tokenized by ``threads`` Python threads at once (default: one per CPU). The backend's
+    ``encode_batch`` releases the GIL, so they run in parallel, while the backend's own thread pool stays off
+    (``TOKENIZERS_PARALLELISM=false``): a process that forks after that pool ran leaves the child a pool without
+    threads, the deadlock that setting avoids. These threads are joined before the call returns, so a later fork
+    (a data loader's workers, a subprocess) finds none running.
+
+    With ``process`` (the default) and enough texts the counting runs in a child interpreter with the same
+    backend (its JSON; if the child fails, here instead): Python code running meanwhile in this process (the
+    validation's checks) then shares no GIL with the counting threads, which otherwise wait for it between
+    chunks while pandas holds it."""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    workers = counting_threads() if threads is None else max(1, threads)
 
     def count(texts: list[str]) -> list[int]:
-        out: list[int] = []
-        for start in range(0, len(texts), TOKEN_COUNT_CHUNK):
-            chunk = [str(t) for t in texts[start:start + TOKEN_COUNT_CHUNK]]
-            if backend is not None:
-                out += [len(encoding) for encoding in backend.encode_batch(chunk, add_special_tokens=False)]
-            else:
-                out += [len(ids) for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]]
-        return out
+        if backend is None:  # a slow tokenizer holds the GIL: threads would gain nothing
+            return [len(ids) for start in range(0, len(texts), TOKEN_COUNT_CHUNK)
+                    for ids in tokenizer([str(t) for t in texts[start:start + TOKEN_COUNT_CHUNK]],
+                                         add_special_tokens=False)["input_ids"]]
+        if process and len(texts) >= PROCESS_MIN_TEXTS:
+            counted = _count_in_child(backend, texts, workers)
+            if counted is not None:
+                return counted
+        return _chunk_counts(backend, texts, workers)
 
     return count
+
+
+PROCESS_MIN_TEXTS = 50_000  # below this, starting a child costs more than sharing the GIL
 
 
 def load_base(base_dir: Path, quantize_4bit: bool = False, trust_remote_code: bool | None = None) -> Any:

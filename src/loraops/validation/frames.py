@@ -6,6 +6,8 @@ leaks into, per-label counts and shares) so that GX asserts them and they show i
 * ``rows``: one row per record, with a 1-based ``row`` (the order of the raw dataset) and derived columns.
 * ``labels``: one row per label: rows, training count, imbalance against the largest label.
 * ``shift``: one row per label of this or the previous version: share now, share then, TVD term.
+* ``tokens``: the rows' token counts (``text_tokens``, also a column of ``rows``), a table of its own so that
+  counting can go on while the other tables are checked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,6 +65,15 @@ class Frames:
     splits: pd.DataFrame  # one row per split the source gives: split, first_row, rows
     columns: list[str]  # the columns the records carry
     has_tokens: bool
+    # Gives the text_tokens column (waiting for a count still running); None once it is in ``rows``.
+    pending_tokens: Callable[[], pd.Series] | None = None
+
+    def tokens(self) -> pd.DataFrame:
+        """The table the token check validates (``text_tokens``), the column also put into ``rows``."""
+        if self.pending_tokens is not None:
+            self.rows.insert(self.rows.columns.get_loc("text_chars") + 1, "text_tokens", self.pending_tokens())
+            self.pending_tokens = None
+        return self.rows[["text_tokens"]]
 
 
 def _objects(values: list) -> pd.Series:
@@ -84,8 +96,10 @@ def _leaks(rows: pd.DataFrame, key: str) -> pd.Series:
     return out
 
 
-def build_rows(records: list[dict],
-               token_lengths: Callable[[list[str]], list[int]] | None) -> tuple[pd.DataFrame, list[str]]:
+def build_rows(records: list[dict], token_lengths: Callable[[list[str]], list[int]] | None,
+               background: Executor | None = None) -> tuple[pd.DataFrame, list[str], Callable[[], pd.Series] | None]:
+    """The rows table, the columns the records carry, and (with ``token_lengths``) what gives the
+    ``text_tokens`` column: counted in ``background`` while the rest is built and validated, when given."""
     records = [r if isinstance(r, dict) else {} for r in records]
     columns = sorted({key for record in records for key in record})
     rows = pd.DataFrame({"row": np.arange(1, len(records) + 1, dtype=np.int64)})
@@ -94,26 +108,47 @@ def build_rows(records: list[dict],
             rows[name] = _objects([r.get(name) for r in records])
     rows["split"] = _objects([None if _missing(r.get("split")) else r.get("split") for r in records])
     rows["split_key"] = _objects([UNSPLIT if s is None else str(s) for s in rows["split"]])
+    tokens = None
     if "text" in rows:
         texts = rows["text"].tolist()
         usable = [_usable(t) for t in texts]
         rows["text_chars"] = pd.Series([len(t) if isinstance(t, str) else np.nan for t in texts], dtype=float)
         if token_lengths is not None:
-            strings = [t for t in texts if isinstance(t, str)]
-            counts = iter(token_lengths(strings)) if strings else iter(())
-            rows["text_tokens"] = pd.Series([float(next(counts)) if isinstance(t, str) else np.nan for t in texts],
-                                            dtype=float)
-        rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
-        # A text with no letters or digits (emoji only) normalises to nothing: it is compared exactly only,
-        # so such texts are not all "duplicates" of each other.
-        rows["text_normalised"] = _objects([(normalise_text(t) or None) if ok else None for t, ok in zip(texts, usable)])
-        if "label" in rows:
-            forms = _LabelForms()
-            rows["label_in_text"] = _objects([forms.found_in(t, label) if ok else None
-                                              for t, ok, label in zip(texts, usable, rows["label"])])
-        rows["leak_exact"] = _leaks(rows, "text_exact")
-        rows["leak_normalised"] = _leaks(rows, "text_normalised")
-    return rows, columns
+            tokens = _token_column(texts, token_lengths, background)
+        _derived_text_columns(rows, texts, usable)
+    return rows, columns, tokens
+
+
+def _token_column(texts: list, token_lengths: Callable[[list[str]], list[int]],
+                  background: Executor | None) -> Callable[[], pd.Series]:
+    """What gives the token count of every string text (NaN for the others). In ``background`` the counting
+    (the tokenizer's native code, which releases the GIL) runs beside the Python that builds and checks the
+    other columns: on two cores the two overlap instead of adding up."""
+    strings = [t for t in texts if isinstance(t, str)]
+
+    def column(counts: list[int]) -> pd.Series:
+        found = iter(counts)
+        return pd.Series([float(next(found)) if isinstance(t, str) else np.nan for t in texts], dtype=float)
+
+    if background is None or not strings:
+        series = column(token_lengths(strings) if strings else [])
+        return lambda: series
+    pending = background.submit(token_lengths, strings)
+    return lambda: column(pending.result())
+
+
+def _derived_text_columns(rows: pd.DataFrame, texts: list, usable: list[bool]) -> None:
+    """The exact and normalised forms of each usable text, label-in-text and leakage (added to ``rows``)."""
+    rows["text_exact"] = _objects([t if ok else None for t, ok in zip(texts, usable)])
+    # A text with no letters or digits (emoji only) normalises to nothing: it is compared exactly only,
+    # so such texts are not all "duplicates" of each other.
+    rows["text_normalised"] = _objects([(normalise_text(t) or None) if ok else None for t, ok in zip(texts, usable)])
+    if "label" in rows:
+        forms = _LabelForms()
+        rows["label_in_text"] = _objects([forms.found_in(t, label) if ok else None
+                                          for t, ok, label in zip(texts, usable, rows["label"])])
+    rows["leak_exact"] = _leaks(rows, "text_exact")
+    rows["leak_normalised"] = _leaks(rows, "text_normalised")
 
 
 class _LabelForms:
@@ -199,12 +234,15 @@ def build_splits(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_frames(records: list[dict], token_lengths: Callable[[list[str]], list[int]] | None,
-                 previous: dict | None) -> Frames:
-    rows, columns = build_rows(records, token_lengths)
+                 previous: dict | None, background: Executor | None = None) -> Frames:
+    """The tables; with ``background`` the token counts may still be coming (:meth:`Frames.tokens` waits)."""
+    rows, columns, tokens = build_rows(records, token_lengths, background)
     labels = build_labels(rows)
-    return Frames(rows=rows, labels=labels, shift=build_shift(labels, previous), splits=build_splits(rows),
-                  columns=columns,
-                  has_tokens="text_tokens" in rows)
+    frames = Frames(rows=rows, labels=labels, shift=build_shift(labels, previous), splits=build_splits(rows),
+                    columns=columns, has_tokens=tokens is not None, pending_tokens=tokens)
+    if background is None and frames.has_tokens:
+        frames.tokens()
+    return frames
 
 
 def _describe(values: pd.Series) -> dict | None:

@@ -75,7 +75,7 @@ def run_batches(batches: list[Batch], work_dir: Path,
             # No unexpected_index_column_names: with them GX looks up every offending row's index column one
             # cell at a time (minutes for a million offending rows); the reader maps the first positions itself.
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": PARTIAL_UNEXPECTED}))
-        outcome = checkpoint.run(batch_parameters={"dataframe": batch.frame}, run_id=run_id)
+        outcome = checkpoint.run(batch_parameters={"dataframe": batch.data()}, run_id=run_id)
         results[batch.name] = next(iter(outcome.run_results.values()))
     context.build_data_docs()
     return results, work_dir / DOCS_INDEX

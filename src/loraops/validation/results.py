@@ -12,7 +12,7 @@ from great_expectations.expectations.metadata_types import FailureSeverity
 from loraops.config import ValidateParams
 from loraops.validation.frames import Frames
 from loraops.validation.report import MAX_EXAMPLES, Failure
-from loraops.validation.suites import REQUIRED_COLUMNS, TOLERANT_CHECKS
+from loraops.validation.suites import REQUIRED_COLUMNS, TABLE_OF, TOLERANT_CHECKS
 
 _VALUE_CHARS = 200
 
@@ -232,7 +232,9 @@ def interpret(results: dict, frames: Frames, params: ValidateParams) -> list[Fai
     """Failures in suite order (table-level checks first); successes with offending rows become warnings."""
     ordered: list[tuple[tuple[int, int], Failure]] = []
     columns_missing = any(c not in frames.columns for c in REQUIRED_COLUMNS)
-    for position, (batch, suite_result) in enumerate(results.items()):
+    tables = list(dict.fromkeys(TABLE_OF.get(batch, batch) for batch in results))
+    for batch, suite_result in results.items():
+        position = tables.index(TABLE_OF.get(batch, batch))
         for result in suite_result.results:
             reader = _Reader(result, frames)
             check = reader.config.meta.get("check", reader.config.type)

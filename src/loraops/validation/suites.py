@@ -6,9 +6,9 @@ and ``notes`` that say in words what it guards against (shown in the Data Docs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 import great_expectations.expectations as gxe
 import pandas as pd
@@ -30,11 +30,19 @@ BLANK_REGEX = r"^\s*$"
 TOLERANT_CHECKS = ("dup_exact", "dup_normalised", "leak_exact", "leak_normalised")
 
 
+ROWS_TABLE = "loraops_rows"
+TOKENS_TABLE = "loraops_tokens"  # the rows' token counts: a check of the rows, in a table of its own
+TABLE_OF = {TOKENS_TABLE: ROWS_TABLE}  # whose checks a table's are, for the order of the findings
+
+
 @dataclass
 class Batch:
     name: str  # the data asset, suite, validation definition and checkpoint are all called this
-    frame: pd.DataFrame
+    frame: pd.DataFrame | Callable[[], pd.DataFrame]  # a callable gives it when its validation begins
     expectations: list[gxe.Expectation]
+
+    def data(self) -> pd.DataFrame:
+        return self.frame() if callable(self.frame) else self.frame
 
 
 def _meta(check: str, notes: str, **extra) -> dict:
@@ -171,13 +179,22 @@ def splits_expectations(params: ValidateParams) -> list[gxe.Expectation]:
 
 def build_batches(params: ValidateParams, frames: Frames, previous: dict | None,
                   special_tokens: tuple[str, ...] = ()) -> list[Batch]:
-    batches = [Batch("loraops_rows", frames.rows, rows_expectations(params, frames, previous, special_tokens)),
+    """The tables with their suites, in the order they are validated. The token check is a table of its own,
+    validated last: its counts may still be coming while the others are checked (see ``check``). Its ``order``
+    is its place among the rows checks, so reports list it where it always was."""
+    rows = rows_expectations(params, frames, previous, special_tokens)
+    for order, expectation in enumerate(rows):
+        expectation.meta["order"] = order  # GX may return results in another order; reports keep this one
+    batches = [Batch(ROWS_TABLE, frames.rows, [e for e in rows if e.meta["check"] != "tokens"]),
                Batch("loraops_labels", frames.labels, labels_expectations(params))]
     if len(frames.splits):
         batches.append(Batch("loraops_splits", frames.splits, splits_expectations(params)))
     if frames.shift is not None:
         batches.append(Batch("loraops_shift", frames.shift, shift_expectations(params)))
-    for batch in batches:
+    for batch in batches[1:]:
         for order, expectation in enumerate(batch.expectations):
-            expectation.meta["order"] = order  # GX may return results in another order; reports keep this one
+            expectation.meta["order"] = order
+    tokens = [e for e in rows if e.meta["check"] == "tokens"]
+    if tokens:
+        batches.append(Batch(TOKENS_TABLE, frames.tokens, tokens))
     return batches
