@@ -87,27 +87,28 @@ def _chunk_counts(backend: Any, texts: list[str], threads: int) -> list[int]:
 
 
 def _count_from_stdin() -> None:
-    """The child's side of :func:`token_counter` with ``process``: (backend JSON, texts, threads) pickled on
-    stdin, the counts as 64-bit integers on stdout."""
-    import pickle
+    """The child's side of :func:`token_counter` with ``process``: the backend's JSON, the texts and the
+    thread count as JSON on stdin (data only: nothing on the pipe can run code), the counts as 64-bit integers
+    on stdout."""
     import sys
     from array import array
 
     from tokenizers import Tokenizer
 
-    tokenizer_json, texts, threads = pickle.load(sys.stdin.buffer)
+    request = json.load(sys.stdin.buffer)
+    tokenizer_json, texts, threads = request["tokenizer"], request["texts"], int(request["threads"])
     sys.stdout.buffer.write(array("q", _chunk_counts(Tokenizer.from_str(tokenizer_json), texts, threads)).tobytes())
 
 
 def _count_in_child(backend: Any, texts: list[str], threads: int) -> list[int] | None:
     """Counts from a child interpreter (``python -c``, so nothing of this process's ``__main__`` runs again),
     or None when it could not give them (then this process counts)."""
-    import pickle
     import subprocess
     import sys
     from array import array
 
-    payload = pickle.dumps((backend.to_str(), [str(t) for t in texts], threads), protocol=pickle.HIGHEST_PROTOCOL)
+    payload = json.dumps({"tokenizer": backend.to_str(), "texts": [str(t) for t in texts],
+                          "threads": threads}).encode()
     code = "from loraops.modeling.loading import _count_from_stdin; _count_from_stdin()"
     try:
         done = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=False)
