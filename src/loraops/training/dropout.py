@@ -7,9 +7,10 @@ per decoder layer, the largest share of what LoRA training holds beyond the froz
 The base layer already keeps ``x`` itself, so :class:`MaskedDropoutLinear` keeps ``x`` (the same tensor,
 no new memory) and the boolean mask, and recomputes the dropped input in backward.
 
-The mask is drawn exactly as ``torch.nn.functional.dropout`` draws it (a Bernoulli fill of a tensor shaped and
-typed like ``x``), so the same seed gives the same masks, losses and gradients as PEFT's own dropout
-(tests/model/test_memory.py). In eval mode, or with ``p == 0``, the layer is a plain linear map.
+The mask is drawn as ``torch.nn.functional.dropout`` draws it on the CPU (a Bernoulli fill of a tensor shaped
+and typed like ``x``), so there the same seed gives the same masks, losses and gradients as PEFT's own dropout
+(tests/model/test_memory.py). On CUDA, where dropout has a fused kernel of its own, the masks follow the same
+distribution but not the same random stream. In eval mode, or with ``p == 0``, the layer is a plain linear map.
 """
 
 from __future__ import annotations
