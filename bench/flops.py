@@ -37,11 +37,14 @@ def matmul_params(model: Any) -> dict[str, int]:
     (LoRA A and B); 4-bit layers count their logical size."""
     import torch
 
+    from loraops.training.dropout import MaskedDropoutLinear
+
     causal = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = causal.get_output_embeddings()
     counts = {"body": 0, "head": head.in_features * head.out_features, "adapter": 0}
     for name, module in causal.named_modules():
-        if module is head or not isinstance(module, torch.nn.Linear):
+        # Training's LoRA A matrices carry their dropout (loraops.training.dropout): a linear map all the same.
+        if module is head or not isinstance(module, (torch.nn.Linear, MaskedDropoutLinear)):
             continue
         counts["adapter" if ".lora_" in name else "body"] += module.in_features * module.out_features
     return counts
