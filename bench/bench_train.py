@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.flops import matmul_params, model_flops_per_step, peak_flops
 from bench.machine import machine_info
+from loraops.core.allocator import active_allocator, allocator_environment
 
 
 def synthetic_rows(tokenizer, n: int, seq: int) -> list[dict]:
@@ -141,7 +142,7 @@ def run_one(base: str, method: str, loop: str, steps: int, batch: int, seq: int)
         with tempfile.TemporaryDirectory() as out:
             model.save_pretrained(out)
             adapter_bytes = sum(p.stat().st_size for p in Path(out).glob("*.safetensors"))
-    return {"method": method, "loop": loop, "steps": steps, "batch": batch, "seq": seq, "seconds": seconds,
+    return {"method": method, "loop": loop, "allocator": active_allocator(), "steps": steps, "batch": batch, "seq": seq, "seconds": seconds,
             "seconds_per_step": seconds / steps, "tokens_per_second": steps * batch * seq / seconds,
             "steady_seconds_per_step": steady,
             "steady_tokens_per_second": batch * seq / steady if steady else None,
@@ -209,7 +210,8 @@ def main() -> None:
         # As a module (the cwd is the repository root, as for this process), so `bench.machine` imports.
         cmd = [sys.executable, "-m", "bench.bench_train", "--base", str(base), "--steps", str(args.steps), "--batch",
                str(args.batch), "--seq", str(args.seq), "--out", "-", "--one", run]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # On the malloc `loraops` runs on (LORAOPS_ALLOCATOR=system: glibc's), so RSS is the pipeline's.
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=allocator_environment())
         if proc.returncode != 0:
             raise SystemExit(f"{run} failed:\n{proc.stderr[-3000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -242,8 +244,9 @@ def main() -> None:
                     summary[f"{method}{suffix.replace('-', '_')}_{name}_vs_full{suffix.replace('-', '_')}"] = value
     if ("qlora", "pipeline") in by and by[("qlora", "pipeline")]["adapter_bytes"]:
         summary["adapter_to_base_size"] = by[("qlora", "pipeline")]["adapter_bytes"] / base_bytes
-    # glibc malloc settings change CPU RSS a lot (freed buffers kept vs returned): recorded with the result.
-    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    # The malloc and glibc's malloc settings change CPU RSS a lot (freed buffers kept vs returned): recorded.
+    summary["allocator"] = sorted({r["allocator"] for r in results})
+    allocator = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "LORAOPS_ALLOCATOR"))}
     report = {"benchmark": "train", "machine": machine_info(), "command": " ".join(sys.argv), "allocator_env": allocator,
               "peak": peak, "summary": summary, "runs": results}
     text = json.dumps(report, indent=2)

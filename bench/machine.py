@@ -7,6 +7,8 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 
+from loraops.core.allocator import active_allocator
+
 
 def machine_info() -> dict:
     import torch
@@ -15,6 +17,8 @@ def machine_info() -> dict:
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(), "python": platform.python_version(), "processor": platform.machine(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        # The malloc this process runs on (loraops.core.allocator): on CPU it moves RSS figures by gigabytes.
+        "allocator": active_allocator(),
     }
     try:
         import psutil

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from bench.machine import machine_info
+from loraops.core.allocator import active_allocator, allocator_environment, release_free_memory
 
 METHODS = ("qlora", "lora", "full")
 
@@ -98,7 +99,7 @@ def profile_one(base: str, method: str, allocator: str, steps: int, batch: int, 
     data = synthetic_rows(tokenizer, (steps + 1) * batch, seq)
     collate = CompletionCollator(tokenizer.pad_token_id)
     phases: dict = {}
-    record = {"method": method, "allocator": allocator, "steps": steps, "batch": batch, "seq": seq,
+    record = {"method": method, "allocator": allocator, "active_allocator": active_allocator(), "steps": steps, "batch": batch, "seq": seq,
               "memory_after_import_mb": after_import, "phases": phases}
     model = _phase(phases, "load", lambda: training_base(Path(base), "qlora" if method == "qlora" else "lora"),
                    after_import)
@@ -147,6 +148,7 @@ def profile_one(base: str, method: str, allocator: str, steps: int, batch: int, 
             import gc
 
             gc.collect()
+            release_free_memory()  # as the train stage does before its merge
             rows = [{"prompt": "Where is my parcel?", "completion": " track_order"}] * 4
             _phase(phases, "merge", lambda: merge_adapter(Path(base), adapter, Path(tmp) / "merged", rows, 1e-3),
                    after_import)
@@ -167,8 +169,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--allocators", default="default,mmap-every-block",
-                        help="default: glibc as the pipeline runs it; mmap-every-block: see MMAP_EVERY_BLOCK")
+    parser.add_argument("--allocators", default="mimalloc,system",
+                        help="mimalloc: as `loraops` runs (loraops.core.allocator); system: glibc's malloc; "
+                             "mmap-every-block: glibc, see MMAP_EVERY_BLOCK")
     parser.add_argument("--out", required=True)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,7 +185,8 @@ def main() -> None:
         for allocator in args.allocators.split(","):
             cmd = [sys.executable, "-m", "bench.profile_memory", "--base", args.base, "--steps", str(args.steps),
                    "--batch", str(args.batch), "--seq", str(args.seq), "--out", "-", "--one", f"{method}:{allocator}"]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "MIMALLOC_"))}
+            env = allocator_environment({**env, "LORAOPS_ALLOCATOR": "mimalloc" if allocator == "mimalloc" else "system"})
             if allocator == "mmap-every-block":
                 env.update(MMAP_EVERY_BLOCK)
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -201,6 +205,10 @@ def main() -> None:
                 if m in by:
                     summary[f"{allocator}:{m}_peak_over_import_vs_full"] = round(
                         by[m]["training_peak_over_import_mb"] / by["full"]["training_peak_over_import_mb"], 3)
+    # The goal's figure: the allocator the pipeline runs on.
+    pipeline_allocator = "mimalloc" if "mimalloc" in args.allocators.split(",") else args.allocators.split(",")[0]
+    summary["qlora_peak_over_import_vs_full"] = summary.get(f"{pipeline_allocator}:qlora_peak_over_import_vs_full")
+    summary["qlora_peak_over_import_vs_full_allocator"] = pipeline_allocator
     report = {"benchmark": "memory_profile", "machine": machine_info(),
               "command": " ".join(["python -m bench.profile_memory"] + sys.argv[1:]),
               "goal": "qlora_peak_over_import_vs_full <= 0.6 (CPU, 135M)", "summary": summary, "runs": runs}

@@ -44,6 +44,13 @@ def test_loraops_run_completes_the_dag_and_registers(tiny_project):
     assert run.info.start_time <= (layout.base_model_dir / "config.json").stat().st_mtime * 1000
     assert run.info.end_time >= layout.summary_metrics.stat().st_mtime * 1000 - 1000
     assert layout.comparison_png.is_file()  # the picture the flow shows as its model-comparison artifact
+    # `loraops` ran the stages on mimalloc (loraops.core.allocator), and the memory figures say so.
+    if sys.platform.startswith("linux"):
+        from loraops.training import TrainRecord
+
+        assert TrainRecord.read(layout.train_metrics).allocator == "mimalloc"
+        adapter_run = client.search_runs([run.info.experiment_id], "tags.`loraops.model` = 'adapter'")[0]
+        assert adapter_run.data.params["allocator"] == "mimalloc"
 
 
 def test_dvc_repro_after_loraops_run_has_nothing_to_do(tmp_path, tiny_base):

@@ -117,12 +117,17 @@ def test_quantized_base_holds_no_memory_map_of_the_weights_file(tiny_base):
     assert model(input_ids=__import__("torch").tensor([[11, 12, 13]])).logits.isfinite().all()
 
 
-def _rss_after_freeing(release: bool) -> float:
-    """RSS (MB) growth that stays after allocating and freeing 8 MB blocks, in a fresh process."""
+def _rss_after_freeing(release: bool, allocator: str) -> float:
+    """RSS (MB) growth that stays after allocating and freeing 8 MB blocks, in a fresh process on ``allocator``."""
+    import os
+
+    from loraops.core.allocator import allocator_environment
+
     script = textwrap.dedent(f"""
         import torch
-        from loraops.core.allocator import release_free_memory
+        from loraops.core.allocator import active_allocator, release_free_memory
         from loraops.training import current_memory_mb
+        assert active_allocator() == {allocator!r}, active_allocator()
         big = torch.ones(4 * 2**20); del big  # freeing a 16 MB block raises glibc's threshold to 16 MB
         start = current_memory_mb()
         blocks = [torch.ones(2 * 2**20) for _ in range(40)]   # 40 x 8 MB, in the heap
@@ -132,15 +137,18 @@ def _rss_after_freeing(release: bool) -> float:
             assert release_free_memory()
         print(current_memory_mb() - start)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    env = allocator_environment({**env, "LORAOPS_ALLOCATOR": allocator})
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
     return float(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_freed_blocks_go_back_to_the_system_after_a_stage():
-    assert _rss_after_freeing(release=False) > 100  # glibc keeps the freed blocks
-    assert _rss_after_freeing(release=True) < 40  # only the kept block (8 MB) remains
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and mimalloc on Linux")
+@pytest.mark.parametrize("allocator", ["system", "mimalloc"])
+def test_freed_blocks_go_back_to_the_system_after_a_stage(allocator):
+    assert _rss_after_freeing(release=False, allocator=allocator) > 100  # both keep the freed blocks for reuse
+    assert _rss_after_freeing(release=True, allocator=allocator) < 40  # only the kept block (8 MB) remains
 
 
 def test_answer_scoring_projects_only_the_answer_positions(tiny_base):

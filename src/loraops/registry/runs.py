@@ -36,7 +36,7 @@ TRAIN_NAMES = {"train_loss": "train_loss_mean", "val_loss": "val_loss_final", "b
 TRAIN_KEYS = ("trainable_params", "total_params", "trainable_share", "train_seconds", "peak_memory_mb",
               "tokens_per_second", "steps", "train_loss", "val_loss", "best_val_loss", "adapter_bytes",
               "adapter_to_base_size", "cpu_seconds", "gpu_seconds", "energy_joules", "cpu_energy_joules",
-              "gpu_energy_joules", "energy_method")
+              "gpu_energy_joules", "energy_method", "allocator")
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 DESCRIPTIONS = {"base": "The base model, untrained, through the same evaluator (on a label task asked at its best: "
                         "the labels listed, worked examples from the train split).",
@@ -79,6 +79,8 @@ def model_params(name: str, layout: Layout, training: dict[str, Any] | None, bas
     params = {"base_model": base_id}
     if training and training.get("energy_method"):  # how energy_joules was measured (rapl, nvml, estimate)
         params["energy_method"] = str(training["energy_method"])
+    if training and training.get("allocator"):  # the malloc peak_memory_mb was measured on
+        params["allocator"] = str(training["allocator"])
     if name == "adapter":
         config = read_json(layout.adapter_dir / "adapter_config.json")
         params.update({"method": "lora" if not layout.train_metrics.is_file()

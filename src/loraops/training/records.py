@@ -29,6 +29,8 @@ class TrainRecord(Record):
     tokens_per_second: float | None = None
     peak_memory_mb: float
     memory_before_train_mb: float
+    # The malloc the process ran on (loraops.core.allocator): on CPU it decides much of peak_memory_mb.
+    allocator: str | None = None
     device: str
     # Processes that trained together (DDP under accelerate launch / torchrun); the memory and cost
     # figures below are rank 0's own.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 
 from loraops.config import LoraParams, Params
 from loraops.core import Layout, atomic_dir, require, write_json
+from loraops.core.allocator import release_free_memory
 from loraops.core.hashing import HashMemo
 from loraops.core.distributed import is_main
 from loraops.data import PROMPT_FILE, load_labels, load_splits, prompt_spec, prompt_template
@@ -91,6 +93,10 @@ def train_stage(params: Params, layout: Layout) -> dict:
                                    task_splits["train"] + task_splits["val"])
         write_json(staging / PROMPT_FILE, prompt_spec(labels, params.prepare, template))
         adapter_bytes = safetensors_bytes(staging)
+        # The training heap goes back before the merge loads a full-precision base beside it (on CPU the merge
+        # was the stage's highest point: bench/profile_memory.py).
+        gc.collect()
+        release_free_memory()
         # Checked before the adapter is put in place: a merge over tolerance leaves the old outputs.
         merge_diff = merge_adapter(layout.base_model_dir, staging, layout.merged_dir, splits["val"],
                                    params.train.merge_tolerance)

@@ -25,6 +25,7 @@ from loraops.training.checkpoints import (checkpoint_key, manifest_callback, pre
                                          weights_inputs)
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
+from loraops.core.allocator import active_allocator
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
 from loraops.training.resident import ResidentBase, attach_adapter, training_base
@@ -210,7 +211,7 @@ def train(base_dir: Path, splits: dict[str, list[dict]], params: TrainParams, se
         trainable_params=trainable, total_params=total, trainable_share=trainable / total,
         learning_rate=learning_rate or params.learning_rate, train_seconds=wall,
         tokens_per_second=seen * mean_len / wall if steps_now else None, peak_memory_mb=peak_memory_mb(),
-        memory_before_train_mb=memory_before, device=device(), processes=world_size(),
+        memory_before_train_mb=memory_before, allocator=active_allocator(), device=device(), processes=world_size(),
         torch_threads=torch.get_num_threads(),
         cpu_seconds=cost.cpu_seconds, gpu_seconds=cost.gpu_seconds, energy_joules=cost.energy_joules,
         cpu_energy_joules=cost.cpu_energy_joules, gpu_energy_joules=cost.gpu_energy_joules,
