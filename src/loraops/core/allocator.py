@@ -89,11 +89,11 @@ def exec_on_chosen_allocator(python_args: Sequence[str]) -> None:
     Returns (doing nothing) when the process already runs on it, when the system's malloc was asked for, when
     mimalloc is not installed, or when this process is itself such a re-exec.
     """
-    if chosen_allocator() != "mimalloc" or active_allocator() == "mimalloc" or os.environ.get(_REEXEC_MARK):
+    if os.environ.pop(_REEXEC_MARK, None):  # popped: this process's own children choose afresh
+        return
+    if chosen_allocator() != "mimalloc" or active_allocator() == "mimalloc" or mimalloc_library() is None:
         return
     env = allocator_environment()
-    if "LD_PRELOAD" not in env or "libmimalloc" not in env["LD_PRELOAD"]:
-        return  # not installed: the system's malloc
     env[_REEXEC_MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -109,7 +109,7 @@ def release_free_memory() -> bool:
         pass
     else:
         collect.argtypes, collect.restype = [ctypes.c_bool], None
-        collect(True)  # force: purge every thread's free pages now
+        collect(True)  # force: purge the free pages now, whatever the purge delay
         return True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

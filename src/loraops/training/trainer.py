@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from loraops.config import LoraParams, TrainParams
 from loraops.core import ConfigError
+from loraops.core.allocator import active_allocator
 from loraops.core.distributed import from_main, is_main, sharded_engine, world_size
 from loraops.modeling import compute_dtype, count_parameters, device, load_base, load_tokenizer
 from loraops.core.hashing import sha256_file
@@ -25,7 +26,6 @@ from loraops.training.checkpoints import (checkpoint_key, manifest_callback, pre
                                          weights_inputs)
 from loraops.training.energy import EnergyMeter
 from loraops.training.loss import IGNORE, answer_loss_trainer
-from loraops.core.allocator import active_allocator
 from loraops.training.memory import current_memory_mb, peak_memory_mb, reset_peak_memory
 from loraops.training.records import TrainRecord
 from loraops.training.resident import ResidentBase, attach_adapter, training_base
